@@ -1,0 +1,5 @@
+"""``python -m glancing``: see :mod:`glancing.cli`."""
+
+from glancing.cli import main
+
+raise SystemExit(main())

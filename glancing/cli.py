@@ -1,0 +1,123 @@
+"""The command line: ``python -m glancing <command> ...``.
+
+Commands so far:
+
+- ``data info``: what a dataset holds (splits, defect types, image sizes).
+- ``data embedded``: generate the embedded default dataset (it is also generated on first use).
+- ``data baseline``: the trivial per-pixel z-score baseline, to show how hard a dataset is.
+
+Every command takes ``--profile`` (``ci``, ``quick``, ``gpu``, ``paper``; default
+``$GLANCING_PROFILE`` or ``quick``) and ``--data-root`` (default ``$GLANCING_DATA_ROOT``). A
+mistake in the input prints one line, ``glancing: error: ...``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+
+from glancing import __version__
+from glancing.config import PROFILES, get_profile
+from glancing.errors import GlancingError
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=list(PROFILES), default=None,
+                        help="how heavy the run is (default: $GLANCING_PROFILE or quick)")
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding the datasets (default: $GLANCING_DATA_ROOT)")
+
+
+def _add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="embedded",
+                        help="'embedded', a path, or a dataset name under the data root")
+    parser.add_argument("--category", default="all", help="a category name, or 'all'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glancing", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"glancing {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="inspect or generate datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+
+    info = data_commands.add_parser("info", help="what a dataset holds")
+    _add_common(info)
+    _add_data(info)
+    info.set_defaults(func=cmd_data_info)
+
+    embedded = data_commands.add_parser("embedded", help="generate the embedded dataset")
+    _add_common(embedded)
+    embedded.add_argument("--seed", type=int, default=0)
+    embedded.set_defaults(func=cmd_data_embedded)
+
+    baseline = data_commands.add_parser("baseline", help="per-pixel z-score baseline")
+    _add_common(baseline)
+    _add_data(baseline)
+    baseline.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    baseline.set_defaults(func=cmd_data_baseline)
+    return parser
+
+
+def _datasets(args):
+    """Yield ``(category, {split: MVTecDataset})`` for the chosen data and categories."""
+    from glancing.data import MVTecDataset, resolve_dataset
+
+    profile = get_profile(args.profile)
+    root, categories = resolve_dataset(args.data, args.category, args.data_root, profile.seed)
+    for category in categories:
+        yield category, {
+            split: MVTecDataset(root, category, split, image_size=profile.image_size,
+                                min_side=profile.patch_size, val_fraction=profile.val_fraction,
+                                seed=profile.seed)
+            for split in ("train", "val", "test")
+        }
+
+
+def cmd_data_info(args) -> int:
+    for category, splits in _datasets(args):
+        print(f"{category}  ({splits['train'].folder})")
+        for name, ds in splits.items():
+            counts = Counter(r.defect for r in ds.records)
+            sizes = sorted({(r.width, r.height) for r in ds.records})
+            size_text = (f"{sizes[0][0]}x{sizes[0][1]}" if len(sizes) == 1
+                         else f"{len(sizes)} sizes, e.g. {sizes[0][0]}x{sizes[0][1]}")
+            print(f"  {name:5s} {len(ds):5d} images  {dict(sorted(counts.items()))}  {size_text}")
+    return 0
+
+
+def cmd_data_embedded(args) -> int:
+    from glancing.data.embedded import ensure_embedded
+
+    print(ensure_embedded(seed=args.seed))
+    return 0
+
+
+def cmd_data_baseline(args) -> int:
+    from glancing.baselines.zscore import evaluate_zscore
+
+    results = {category: evaluate_zscore(splits["train"], splits["test"])
+               for category, splits in _datasets(args)}
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"{'category':16s} {'pixel AUROC':>12s} {'AU-PRO':>8s} {'image AUROC':>12s}")
+    for category, m in results.items():
+        print(f"{category:16s} {m['pixel_auroc']:12.3f} {m['au_pro']:8.3f} "
+              f"{m['image_auroc']:12.3f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GlancingError as err:
+        print(f"glancing: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("glancing: interrupted", file=sys.stderr)
+        return 130
