@@ -38,29 +38,47 @@ class Profile:
     patch_size: int  # p, the Local-Net receptive field and the Global-Net hole
     stride: int  # step of the sliding-window score map
     batch_size: int
-    distill_iters: int  # Local-Net distillation from the teacher
+    distill_iters: int  # Local-Net distillation from the teacher (natural images)
     finetune_iters: int  # Local-Net fine-tuning on the training images
     joint_iters: int  # Global-Net + DAD head
-    teacher_input: int  # side the teacher sees a patch at (upsampled from p)
+    teacher_input: int  # side the teacher sees a patch at (resized from p)
     val_fraction: float  # share of train/good held out for validation
+    distill_patches: int = 4096  # fixed set of natural-image patches (teacher run once each)
+    finetune_patches: int = 2048  # fixed set of training-image patches
+    lr_local: float = 2e-4  # Adam, distillation and fine-tuning
+    lr_global: float = 1e-4  # Adam, Global-Net
+    lr_head: float = 1e-5  # Adam, DAD head
+    lambda_c: float = 1.0  # weight of the compactness loss l_c (lambda_k = 1)
+    lambda_t: float = 0.01  # weight of l_DAD in the joint loss
+    lambda_s: float = 0.8  # weight of s_IAD in the combined score
+    checkpoint_every: int = 100
+    score_batch: int = 64  # windows per Global-Net pass when scoring
     seed: int = 0
 
 
+# The paper row follows the one public (unofficial) implementation, which cites the supplement
+# (see METHOD.md); the smaller profiles shorten the schedule and raise the learning rates so
+# that a few hundred iterations get somewhere.
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("ci", image_size=64, patch_size=17, stride=8, batch_size=16,
-                distill_iters=20, finetune_iters=10, joint_iters=20, teacher_input=64,
-                val_fraction=0.1),
+                distill_iters=30, finetune_iters=10, joint_iters=30, teacher_input=64,
+                val_fraction=0.1, distill_patches=256, finetune_patches=128,
+                lr_local=1e-3, lr_global=1e-3, lr_head=1e-3, checkpoint_every=5),
         Profile("quick", image_size=128, patch_size=33, stride=8, batch_size=32,
-                distill_iters=400, finetune_iters=200, joint_iters=400, teacher_input=96,
-                val_fraction=0.1),
+                distill_iters=600, finetune_iters=300, joint_iters=600, teacher_input=96,
+                val_fraction=0.1, distill_patches=4096, finetune_patches=2048,
+                lr_local=1e-3, lr_global=1e-3, lr_head=1e-3, lambda_t=0.1),
         Profile("gpu", image_size=256, patch_size=33, stride=4, batch_size=64,
                 distill_iters=4000, finetune_iters=2000, joint_iters=6000, teacher_input=128,
-                val_fraction=0.1),
+                val_fraction=0.1, distill_patches=32768, finetune_patches=16384,
+                lr_local=5e-4, lr_global=5e-4, lr_head=5e-4, lambda_t=0.1, checkpoint_every=500,
+                score_batch=256),
         Profile("paper", image_size=256, patch_size=33, stride=4, batch_size=64,
                 distill_iters=50_000, finetune_iters=10_000, joint_iters=200_000,
-                teacher_input=224, val_fraction=0.1),
+                teacher_input=224, val_fraction=0.1, distill_patches=200_000,
+                finetune_patches=50_000, checkpoint_every=1000, score_batch=256),
     )
 }
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from glancing.config import data_root as configured_data_root
 from glancing.data.letterbox import Box, letterbox, unletterbox
-from glancing.data.mvtec import MVTecDataset, list_categories, validation_split
+from glancing.data.mvtec import MVTecDataset, list_categories, read_image, validation_split
 from glancing.errors import GlancingError
 
 EMBEDDED = "embedded"
 
 __all__ = [
-    "EMBEDDED", "Box", "MVTecDataset", "letterbox", "list_categories", "resolve_dataset",
+    "EMBEDDED", "Box", "MVTecDataset", "letterbox", "list_categories", "read_image",
+    "resolve_dataset",
     "unletterbox", "validation_split",
 ]
 

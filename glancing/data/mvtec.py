@@ -82,6 +82,15 @@ def validation_split(paths: list[Path], fraction: float, seed: int) -> tuple[lis
     return train, val
 
 
+def read_image(path: str | Path, mode: str = "RGB") -> torch.Tensor:
+    """``(C, H, W)`` uint8 tensor of an image file converted to PIL ``mode`` ("RGB" or "L")."""
+    try:
+        with Image.open(path) as img:
+            return pil_to_tensor(img.convert(mode))
+    except (UnidentifiedImageError, OSError) as err:
+        raise GlancingError(f"cannot decode image {path} ({err}); replace the file") from None
+
+
 class MVTecDataset(VisionDataset):
     """One category of an MVTec-layout tree, as a torchvision dataset.
 
@@ -194,12 +203,12 @@ class MVTecDataset(VisionDataset):
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
-        image = self._decode(record.path, "RGB").float() / 255.0
+        image = read_image(record.path, "RGB").float() / 255.0
         image, valid, box = letterbox(image, self.image_size)
         if record.mask_path is None:
             mask = torch.zeros((1, self.image_size, self.image_size))
         else:
-            raw = (self._decode(record.mask_path, "L") > 127).to(torch.uint8)
+            raw = (read_image(record.mask_path, "L") > 127).to(torch.uint8)
             mask, _, _ = letterbox(raw, self.image_size, nearest=True)
             mask = mask.float()
         item = {
@@ -212,15 +221,6 @@ class MVTecDataset(VisionDataset):
             "box": torch.tensor(box, dtype=torch.long),
         }
         return self.transform(item) if self.transform is not None else item
-
-    @staticmethod
-    def _decode(path: Path, mode: str) -> torch.Tensor:
-        """``(C, H, W)`` uint8 tensor of the file converted to PIL ``mode`` ("RGB" or "L")."""
-        try:
-            with Image.open(path) as img:
-                return pil_to_tensor(img.convert(mode))
-        except (UnidentifiedImageError, OSError) as err:
-            raise GlancingError(f"cannot decode image {path} ({err}); replace the file") from None
 
     # -- conveniences ------------------------------------------------------------------------
 
