@@ -1,7 +1,9 @@
 """The command line: ``python -m glancing <command> ...``.
 
-Commands so far:
+Commands:
 
+- ``run``: train every stage of GLANCE and evaluate it (see :mod:`glancing.pipeline`).
+- ``predict``: score new images with a trained run; writes their maps and a decision.
 - ``data info``: what a dataset holds (splits, defect types, image sizes).
 - ``data embedded``: generate the embedded default dataset (it is also generated on first use).
 - ``data baseline``: the trivial per-pixel z-score baseline, to show how hard a dataset is.
@@ -41,6 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"glancing {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    run = commands.add_parser("run", help="train and evaluate GLANCE")
+    _add_common(run)
+    _add_data(run)
+    run.add_argument("--teacher", default="efficientnet_lite0",
+                     help="efficientnet_lite0 (default, offline), resnet18 (the paper's; "
+                          "downloads), or a path to a weights file")
+    run.add_argument("--out", default="runs/default", help="output folder (default: %(default)s)")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    predict = commands.add_parser("predict", help="score new images with a trained run")
+    predict.add_argument("--model", required=True, help="a run's category folder (model.pt)")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--out", default=None, help="where to write maps (default: beside "
+                         "the model, in predictions/)")
+    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.set_defaults(func=cmd_predict)
+
     data = commands.add_parser("data", help="inspect or generate datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
 
@@ -75,6 +96,28 @@ def _datasets(args):
                                 seed=profile.seed)
             for split in ("train", "val", "test")
         }
+
+
+def cmd_run(args) -> int:
+    from glancing.pipeline import run
+
+    report = run(args.data, args.category, args.profile, args.teacher, args.out, args.device,
+                 args.data_root, progress=not args.quiet, command=" ".join(sys.argv))
+    print(f"{'category':16s} {'head':9s} {'pixel AUROC':>12s} {'AU-PRO':>8s} {'image AUROC':>12s}")
+    for category, result in report["categories"].items():
+        for head, m in result["metrics"].items():
+            print(f"{category:16s} {head:9s} {m['pixel_auroc']:12.3f} {m['au_pro']:8.3f} "
+                  f"{m['image_auroc']:12.3f}")
+    print(f"results: {args.out}/metrics.json")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from glancing.predict import predict
+
+    for line in predict(args.model, args.images, args.out, args.device):
+        print(json.dumps(line))
+    return 0
 
 
 def cmd_data_info(args) -> int:

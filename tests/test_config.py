@@ -11,7 +11,7 @@ from glancing.errors import GlancingError
 def test_profiles_grow_from_ci_to_paper():
     order = ["ci", "quick", "gpu", "paper"]
     assert list(PROFILES) == order
-    for small, big in zip(order, order[1:]):
+    for small, big in zip(order, order[1:], strict=False):
         a, b = PROFILES[small], PROFILES[big]
         assert a.image_size <= b.image_size
         assert a.joint_iters <= b.joint_iters and a.distill_iters <= b.distill_iters
