@@ -25,6 +25,7 @@ def atomic_write(path: str | Path, mode: str = "wb"):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results should read like any file
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -35,6 +36,12 @@ def atomic_write(path: str | Path, mode: str = "wb"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save(obj, path: str | Path) -> None:

@@ -160,9 +160,8 @@ def run(data: str = "embedded", category: str = "all", profile: str | Profile | 
     root, categories = resolve_dataset(data, category, data_root, prof.seed)
     settings = {"profile": dataclasses.asdict(prof), "teacher": str(teacher),
                 "data": str(root), "glancing": glancing.__version__}
+    teach = build_teacher(teacher, prof.teacher_input, dev)  # fails before anything is written
     _claim_output(out, settings)
-    torch.manual_seed(prof.seed)
-    teach = build_teacher(teacher, prof.teacher_input, dev)
 
     started = time.perf_counter()
     patches, targets = distillation_set(teach, prof)

@@ -129,6 +129,13 @@ def test_other_settings_in_the_same_folder_are_refused(tree, trained):
         run(str(tree), profile="quick", out=trained, progress=False)
 
 
+def test_a_bad_teacher_fails_before_writing_anything(tree, tmp_path):
+    with pytest.raises(GlancingError, match="does not exist"):
+        run(str(tree), profile="ci", teacher=str(tmp_path / "none.pth"), out=tmp_path / "out",
+            progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_predict_without_a_model_is_one_line(tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path), "x.png"]) == 2
     assert "no trained model" in capsys.readouterr().err
