@@ -114,26 +114,20 @@ def training_patches(train: dict, count: int, patch_size: int, seed: int) -> tor
 
 # -- scoring -------------------------------------------------------------------------------------
 
-def score_split(model: Glance, split: dict, profile: Profile, device) -> dict[str, torch.Tensor]:
-    """Maps of every image of a split: {"iad", "dad", "combined"} each (N, S, S)."""
-    maps = {head: [] for head in HEADS}
-    for image, valid, box in zip(split["image"], split["valid"], split["box"], strict=True):
-        out = model.score_maps(image.to(device), valid.to(device), box.tolist(),
-                               profile.stride, profile.score_batch)
-        for head in HEADS:
-            maps[head].append(out[head].cpu())
-    return {head: torch.stack(m) for head, m in maps.items()}
+def window_scores_of_split(model: Glance, split: dict, profile: Profile, device) -> list[dict]:
+    """Raw window scores (:meth:`Glance.window_scores`) of every image of a split."""
+    return [
+        {k: v.cpu() for k, v in model.window_scores(
+            image.to(device), valid.to(device), box.tolist(), profile.stride,
+            profile.score_batch).items()}
+        for image, valid, box in zip(split["image"], split["valid"], split["box"], strict=True)
+    ]
 
 
-def raw_window_scores(model: Glance, split: dict, profile: Profile, device):
-    """Raw IAD and DAD scores of every window of a split (for the normaliser)."""
-    iad, dad = [], []
-    for image, valid, box in zip(split["image"], split["valid"], split["box"], strict=True):
-        out = model.window_scores(image.to(device), valid.to(device), box.tolist(),
-                                  profile.stride, profile.score_batch)
-        iad.append(out["iad"].cpu())
-        dad.append(out["dad"].cpu())
-    return torch.cat(iad), torch.cat(dad)
+def maps_of_split(model: Glance, scores: list[dict], size) -> dict[str, torch.Tensor]:
+    """Normalised maps {"iad", "dad", "combined"}, each (N, S, S), from window scores."""
+    maps = [model.maps_from_scores(s, size) for s in scores]
+    return {head: torch.stack([m[head] for m in maps]) for head in HEADS}
 
 
 def thresholds_from_validation(maps: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
@@ -238,15 +232,18 @@ def run_category(root, name: str, prof: Profile, teach: Teacher, distilled: Loca
                    ScoreNormalizer(prof.lambda_s)).to(dev).eval()
 
     t = time.perf_counter()
-    model.normalizer.fit(*raw_window_scores(model, val, prof, dev))
-    val_maps = score_split(model, val, prof, dev)
+    size = (prof.image_size, prof.image_size)
+    val_scores = window_scores_of_split(model, val, prof, dev)
+    model.normalizer.fit(torch.cat([s["iad"] for s in val_scores]),
+                         torch.cat([s["dad"] for s in val_scores]))
+    val_maps = maps_of_split(model, val_scores, size)
     thresholds = thresholds_from_validation(val_maps["combined"], val["valid"])
     seconds["calibrate"] = time.perf_counter() - t
     save_model(model, prof, teach, name, thresholds, out / "model.pt")
 
     t = time.perf_counter()
     test = load_split(datasets["test"])
-    maps = score_split(model, test, prof, dev)
+    maps = maps_of_split(model, window_scores_of_split(model, test, prof, dev), size)
     seconds["evaluate"] = time.perf_counter() - t
     result = {
         "metrics": {head: metrics.evaluate(maps[head], test["mask"][:, 0], test["label"],

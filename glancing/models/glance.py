@@ -71,7 +71,11 @@ class Glance(nn.Module):
         mean is linear). Pixels outside ``box`` are 0.
         """
         scores = self.window_scores(image, valid, box, stride, batch_size)
-        size = tuple(image.shape[-2:])
+        return self.maps_from_scores(scores, tuple(image.shape[-2:]), lambda_s)
+
+    def maps_from_scores(self, scores: dict[str, torch.Tensor], size: tuple[int, int],
+                         lambda_s: float | None = None) -> dict[str, torch.Tensor]:
+        """Assemble :meth:`window_scores` output into normalised ``(H, W)`` maps."""
         maps = {head: assemble(self.normalizer.normalize(head, scores[head]),
                                scores["centers"], self.patch_size, size)
                 for head in ("iad", "dad")}

@@ -316,9 +316,12 @@ def sample_centers(
     half = patch_size // 2
     allowed = valid.bool().clone()
     if whole_box_valid:
-        # A box is all valid when the max of "invalid" over the box is 0 (stride-1 max pool).
+        # A box is all valid when the max of "invalid" over the box is 0: a stride-1 max pool,
+        # done separably (rows, then columns), p times cheaper than the p x p pool.
         invalid = (~allowed).float()[:, None]
-        allowed = F.max_pool2d(invalid, patch_size, stride=1, padding=half)[:, 0] == 0
+        invalid = F.max_pool2d(invalid, (patch_size, 1), stride=1, padding=(half, 0))
+        invalid = F.max_pool2d(invalid, (1, patch_size), stride=1, padding=(0, half))
+        allowed = invalid[:, 0] == 0
     inside = torch.zeros_like(allowed)
     inside[:, half : height - half, half : width - half] = True
     allowed &= inside
