@@ -11,6 +11,7 @@ Under the output folder::
     <category>/model.pt       everything needed to score new images (``glancing predict``)
     <category>/metrics.json   this category's results (written last: its presence means done)
     <category>/maps.png       image | ground truth | IAD | DAD | combined, per defect type
+    */losses.json             the loss terms of every training iteration, per stage
 
 A stage whose checkpoint exists is reused; a stage that was interrupted resumes from its last
 checkpoint (see :mod:`glancing.train`). Every file is written atomically.
@@ -168,6 +169,7 @@ def run(data: str = "embedded", category: str = "all", profile: str | Profile | 
         iterations=prof.distill_iters, batch_size=prof.batch_size, lr=prof.lr_local,
         lambda_c=prof.lambda_c, generator=torch.Generator().manual_seed(prof.seed),
         checkpoint_every=prof.checkpoint_every, progress=progress)
+    checkpoint.save_json({"distil": distil.log}, out / "shared" / "losses.json")
 
     report = {
         "glancing": glancing.__version__, "git_commit": git_commit(), "command": command,
@@ -256,7 +258,8 @@ def run_category(root, name: str, prof: Profile, teach: Teacher, distilled: Loca
         "final_losses": {"finetune": finetune.log[-1] if finetune.log else None,
                          "joint": joint.log[-1] if joint.log else None},
     }
-    save_map_figure(test, maps, out / "maps.png", title=name)
+    save_map_figure(test, maps, out / "maps.png", title=name, per_type=2)
+    checkpoint.save_json({"finetune": finetune.log, "joint": joint.log}, out / "losses.json")
     checkpoint.save_json(result, done)
     return result
 

@@ -61,7 +61,7 @@ def test_run_writes_metrics_figure_and_checkpoints(tree, trained):
     assert report["teacher"]["name"] == "efficientnet_lite0" and report["seed"] == 0
     assert report["profile"]["name"] == "ci" and report["device"].startswith("cpu")
     for name in ("shared/distil.pt", "widget/finetune.pt", "widget/joint.pt", "widget/model.pt",
-                 "widget/maps.png", "run.json"):
+                 "widget/maps.png", "widget/losses.json", "shared/losses.json", "run.json"):
         assert (out / name).is_file(), name
     assert not list(out.rglob("*.partial")) and not list(out.rglob(".*.tmp"))
 
