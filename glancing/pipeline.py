@@ -32,7 +32,7 @@ import torch
 
 import glancing
 from glancing import checkpoint, metrics
-from glancing.config import Profile, cache_dir, get_profile
+from glancing.config import Profile, cache_dir, get_profile, score_batch
 from glancing.data import MVTecDataset, resolve_dataset
 from glancing.data.natural import natural_images, random_patches
 from glancing.errors import GlancingError
@@ -120,7 +120,7 @@ def window_scores_of_split(model: Glance, split: dict, profile: Profile, device)
     return [
         {k: v.cpu() for k, v in model.window_scores(
             image.to(device), valid.to(device), box.tolist(), profile.stride,
-            profile.score_batch).items()}
+            score_batch(device)).items()}
         for image, valid, box in zip(split["image"], split["valid"], split["box"], strict=True)
     ]
 
@@ -177,7 +177,7 @@ def run(data: str = "embedded", category: str = "all", profile: str | Profile | 
         "profile": dataclasses.asdict(prof), "seed": prof.seed,
         "teacher": {"spec": str(teacher), "name": teach.name, "weights": teach.weights,
                     "dim": teach.dim, "input_size": teach.input_size},
-        "device": _device_name(dev), "torch": torch.__version__,
+        "device": _device_name(dev), "score_batch": score_batch(dev), "torch": torch.__version__,
         "python": platform.python_version(),
         "shared": {"teacher_descriptors_s": descriptor_seconds, "distil_s": distil.seconds,
                    "distil_final_loss": distil.log[-1] if distil.log else None},
@@ -285,7 +285,8 @@ def load_model(path: str | Path, device="cpu") -> tuple[Glance, dict]:
         raise GlancingError(f"no trained model at {path}: run `python -m glancing run` first, "
                             "and pass --model <out>/<category>")
     state = checkpoint.load(path, map_location=device)
-    prof = Profile(**state["profile"])
+    known = {f.name for f in dataclasses.fields(Profile)}  # tolerate keys of older versions
+    prof = Profile(**{k: v for k, v in state["profile"].items() if k in known})
     model = Glance(LocalNet(prof.patch_size), GlobalNet(), DADHead(),
                    ScoreNormalizer(prof.lambda_s))
     model.load_state_dict(state["state_dict"])

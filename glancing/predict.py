@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from glancing.checkpoint import atomic_write, save_json  # noqa: E402
+from glancing.config import score_batch  # noqa: E402
 from glancing.data import letterbox, read_image, unletterbox  # noqa: E402
 from glancing.errors import GlancingError  # noqa: E402
 from glancing.pipeline import load_model, pick_device  # noqa: E402
@@ -39,7 +40,7 @@ def predict(model_dir: str | Path, images: list[str], out: str | Path | None = N
             raise GlancingError(f"image {path} is too small for the patch ({prof.patch_size} px "
                                 f"at input size {prof.image_size})")
         maps = model.score_maps(image.to(dev), valid.to(dev), box, prof.stride,
-                                prof.score_batch)
+                                score_batch(dev))
         combined = maps["combined"].cpu()
         score = float(combined[valid[0]].max())
         full = unletterbox(combined[None], box, raw.shape[1], raw.shape[2])[0]
