@@ -65,7 +65,9 @@ PROFILES: dict[str, Profile] = {
                 distill_iters=30, finetune_iters=10, joint_iters=30, teacher_input=64,
                 val_fraction=0.1, distill_patches=256, finetune_patches=128,
                 lr_local=1e-3, lr_global=1e-3, lr_head=1e-3, checkpoint_every=5),
-        Profile("quick", image_size=128, patch_size=33, stride=8, batch_size=32,
+        # p = 17 at 128 px keeps the paper's patch-to-image ratio (33 at 256 px). Measured on
+        # embedded brick: pixel AUROC 0.895 (combined) with p = 17 against 0.705 with p = 33.
+        Profile("quick", image_size=128, patch_size=17, stride=8, batch_size=32,
                 distill_iters=600, finetune_iters=300, joint_iters=600, teacher_input=96,
                 val_fraction=0.1, distill_patches=4096, finetune_patches=2048,
                 lr_local=1e-3, lr_global=1e-3, lr_head=1e-3, lambda_t=0.1),
