@@ -59,12 +59,16 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def git_commit() -> str | None:
-    """The commit of the checkout the package runs from (with '+dirty'), or None."""
+    """The commit of the checkout the package runs from, or None.
+
+    '+dirty' is added when the library itself (``glancing/``) differs from that commit; edits to
+    the book or tests do not change what a run computes.
+    """
     here = Path(glancing.__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "glancing"],
                                cwd=here, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return None
