@@ -1,0 +1,163 @@
+"""The built book in headless Chromium, with the network off.
+
+Run by ``make browser-test`` (part of ``make test``) after ``make book``. Chromium is Debian's
+package (``/usr/bin/chromium``, or ``$CHROMIUM``), driven by the ``playwright`` Python package
+(``playwright install`` is not needed). Every request that is not a local file is recorded and
+refused, and when this runs as root Chromium also runs in a namespace with no network at all.
+Screenshots go to pytest's temporary folder, or to ``$GLANCING_SCREENSHOTS`` when set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML = ROOT / "_build" / "html"
+PAGE = HTML / "book" / "partial_convolution.html"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _chromium_without_network(folder: Path) -> str:
+    """Chromium itself, or (as root, with unshare) a wrapper running it with no network."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return CHROMIUM
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
+    if probe.returncode != 0:
+        return CHROMIUM
+    wrapper = folder / "chromium-no-network"
+    wrapper.write_text(f'#!/bin/sh\nexec unshare -n -- "{CHROMIUM}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    return str(wrapper)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    if not PAGE.is_file():
+        pytest.skip(f"{PAGE.relative_to(ROOT)} is not built: run `make book` first "
+                    "(`make test` does)")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` "
+                    "(`make test` does when run as root)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    folder = tmp_path_factory.mktemp("browser")
+    screenshots = Path(os.environ.get("GLANCING_SCREENSHOTS") or folder)
+    screenshots.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=_chromium_without_network(folder), headless=True, args=FLAGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 1500}, offline=True)
+        log = {"console": [], "errors": [], "external": [], "failed": []}
+
+        def refuse_remote(route):
+            if route.request.url.startswith(("file://", "data:", "blob:")):
+                route.continue_()
+            else:
+                log["external"].append(route.request.url)
+                route.abort()
+
+        context.route("**/*", refuse_remote)
+        tab = context.new_page()
+        tab.on("console", lambda message: log["console"].append((message.type, message.text)))
+        tab.on("pageerror", lambda error: log["errors"].append(str(error)))
+        tab.on("requestfailed", lambda request: log["failed"].append(request.url))
+        tab.goto(PAGE.as_uri(), wait_until="load")
+        tab.wait_for_selector("mjx-container", timeout=30_000)
+        tab.wait_for_selector(".widget-slider .noUi-handle", timeout=30_000)
+        tab.wait_for_timeout(500)  # let MathJax finish the last equations
+        yield tab, log, screenshots
+        browser.close()
+
+
+def test_page_loads_nothing_from_the_network(page):
+    _, log, _ = page
+    assert not log["external"], f"the page requested remote resources: {log['external']}"
+    assert not log["failed"], f"resources failed to load: {log['failed']}"
+
+
+def test_math_is_typeset(page):
+    tab, _, screenshots = page
+    assert tab.locator("mjx-container").count() >= 20
+    assert tab.locator("mjx-merror").count() == 0  # no TeX MathJax could not parse
+    # Every math element of the page was replaced by MathJax output: no raw TeX is left.
+    untypeset = tab.evaluate("""Array.from(document.querySelectorAll('div.math, span.math'))
+        .filter(e => !e.querySelector('mjx-container')).length""")
+    assert untypeset == 0
+    first_equation = tab.locator("div.math").first
+    first_equation.scroll_into_view_if_needed()
+    tab.screenshot(path=str(screenshots / "book_partialconv_math.png"))
+
+
+def test_figures_render(page):
+    tab, _, _ = page
+    figures = tab.evaluate("""Array.from(document.querySelectorAll('img'))
+        .filter(i => i.src.includes('/_images/'))
+        .map(i => [i.complete, i.naturalWidth])""")
+    assert len(figures) >= 2, "the chapter's matplotlib figures are missing"
+    assert all(complete and width > 0 for complete, width in figures), figures
+
+
+VISIBLE_FRAME = """() => {
+    const shown = Array.from(document.querySelectorAll('.widget-image'))
+        .filter(e => e.offsetParent !== null);
+    const captions = Array.from(document.querySelectorAll('.widget-html-content'))
+        .filter(e => e.offsetParent !== null).map(e => e.textContent);
+    return {count: shown.length, src: shown.map(e => e.src).join(),
+            width: shown.map(e => e.naturalWidth).join(), caption: captions.join()};
+}"""
+
+
+def test_slider_changes_the_mask_picture_without_a_kernel(page):
+    tab, _, screenshots = page
+    sliders = tab.locator(".widget-slider")
+    assert sliders.count() >= 2, "the interactive mask explorer is missing"
+    before = tab.evaluate(VISIBLE_FRAME)
+    assert before["count"] == 1 and before["width"] == "256", before
+    assert "step 0" in before["caption"]
+
+    step = tab.locator(".widget-slider", has_text="step").locator(".noUi-handle")
+    step.focus()
+    for _ in range(3):
+        tab.keyboard.press("ArrowRight")
+    tab.wait_for_timeout(300)
+    after_step = tab.evaluate(VISIBLE_FRAME)
+    assert after_step["count"] == 1
+    assert after_step["src"] != before["src"], "moving the step slider did not change the picture"
+    assert "step 3" in after_step["caption"]
+
+    size = tab.locator(".widget-slider", has_text="patch").locator(".noUi-handle")
+    size.focus()
+    tab.keyboard.press("ArrowRight")
+    tab.wait_for_timeout(300)
+    after_size = tab.evaluate(VISIBLE_FRAME)
+    assert after_size["src"] != after_step["src"], "the patch-size slider did not change it"
+    assert "step 3" in after_size["caption"] and after_size["caption"] != after_step["caption"]
+    sliders.first.scroll_into_view_if_needed()
+    tab.screenshot(path=str(screenshots / "book_partialconv_widget.png"))
+
+
+def test_colab_button_opens_the_chapter_from_the_configured_repository(page):
+    tab, _, _ = page
+    repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    github = repository["url"].removeprefix("https://github.com/")
+    expected = (f"https://colab.research.google.com/github/{github}/blob/"
+                f"{repository['branch']}/book/partial_convolution.ipynb")
+    hrefs = tab.evaluate("Array.from(document.querySelectorAll('a')).map(a => a.href)")
+    assert expected in hrefs
+
+
+def test_page_logs_no_console_errors(page):
+    _, log, _ = page
+    errors = [text for kind, text in log["console"] if kind == "error"]
+    assert not log["errors"], f"uncaught JavaScript errors: {log['errors']}"
+    assert not errors, f"console errors: {errors}"
