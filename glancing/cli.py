@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections import Counter
 
@@ -102,7 +103,8 @@ def cmd_run(args) -> int:
     from glancing.pipeline import run
 
     report = run(args.data, args.category, args.profile, args.teacher, args.out, args.device,
-                 args.data_root, progress=not args.quiet, command=" ".join(sys.argv))
+                 args.data_root, progress=not args.quiet,
+                 command=shlex.join(["python", "-m", "glancing", *args.argv]))
     print(f"{'category':16s} {'head':9s} {'pixel AUROC':>12s} {'AU-PRO':>8s} {'image AUROC':>12s}")
     for category, result in report["categories"].items():
         for head, m in result["metrics"].items():
@@ -155,7 +157,9 @@ def cmd_data_baseline(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded with results, as the user typed it
     try:
         return args.func(args)
     except GlancingError as err:

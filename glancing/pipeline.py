@@ -33,6 +33,7 @@ import torch
 import glancing
 from glancing import checkpoint, metrics
 from glancing.config import Profile, cache_dir, get_profile, score_batch
+from glancing.config import data_root as configured_data_root
 from glancing.data import MVTecDataset, resolve_dataset
 from glancing.data.natural import natural_images, random_patches
 from glancing.errors import GlancingError
@@ -73,6 +74,20 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("+dirty" if dirty.strip() else "")
+
+
+def portable_path(path: Path, data_root: str | None = None) -> str:
+    """``path`` written without this machine's folders, for results that get shared.
+
+    Under the data root it becomes ``$GLANCING_DATA_ROOT/...``, under the cache
+    ``$GLANCING_CACHE/...``; any other path keeps only its last two parts.
+    """
+    path = Path(path).resolve()
+    for name, base in (("$GLANCING_DATA_ROOT", configured_data_root(data_root)),
+                       ("$GLANCING_CACHE", cache_dir())):
+        if base is not None and path.is_relative_to(Path(base).resolve()):
+            return str(Path(name) / path.relative_to(Path(base).resolve()))
+    return str(Path(*path.parts[-2:]))
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -177,7 +192,7 @@ def run(data: str = "embedded", category: str = "all", profile: str | Profile | 
 
     report = {
         "glancing": glancing.__version__, "git_commit": git_commit(), "command": command,
-        "data": {"spec": data, "root": str(root), "categories": categories},
+        "data": {"spec": data, "root": portable_path(root, data_root), "categories": categories},
         "profile": dataclasses.asdict(prof), "seed": prof.seed,
         "teacher": {"spec": str(teacher), "name": teach.name, "weights": teach.weights,
                     "dim": teach.dim, "input_size": teach.input_size},
