@@ -176,6 +176,7 @@ def run(data: str = "embedded", category: str = "all", profile: str | Profile | 
                 "data": str(root), "glancing": glancing.__version__}
     teach = build_teacher(teacher, prof.teacher_input, dev)  # fails before anything is written
     _claim_output(out, settings)
+    commit = git_commit()  # the code that runs, read before a long run lets the checkout move
 
     started = time.perf_counter()
     patches, targets = distillation_set(teach, prof)
@@ -191,7 +192,7 @@ def run(data: str = "embedded", category: str = "all", profile: str | Profile | 
     checkpoint.save_json({"distil": distil.log}, out / "shared" / "losses.json")
 
     report = {
-        "glancing": glancing.__version__, "git_commit": git_commit(), "command": command,
+        "glancing": glancing.__version__, "git_commit": commit, "command": command,
         "data": {"spec": data, "root": portable_path(root, data_root), "categories": categories},
         "profile": dataclasses.asdict(prof), "seed": prof.seed,
         "teacher": {"spec": str(teacher), "name": teach.name, "weights": teach.weights,
