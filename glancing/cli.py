@@ -16,6 +16,7 @@ mistake in the input prints one line, ``glancing: error: ...``, and exits with s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "downloads), or a path to a weights file")
     run.add_argument("--out", default="runs/default", help="output folder (default: %(default)s)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--patch-size", type=int, choices=[17, 33, 65], default=None,
+                     help="override the profile's patch size p (recorded in metrics.json)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
@@ -102,7 +105,10 @@ def _datasets(args):
 def cmd_run(args) -> int:
     from glancing.pipeline import run
 
-    report = run(args.data, args.category, args.profile, args.teacher, args.out, args.device,
+    profile = get_profile(args.profile)
+    if args.patch_size:
+        profile = dataclasses.replace(profile, patch_size=args.patch_size)
+    report = run(args.data, args.category, profile, args.teacher, args.out, args.device,
                  args.data_root, progress=not args.quiet,
                  command=shlex.join(["python", "-m", "glancing", *args.argv]))
     print(f"{'category':16s} {'head':9s} {'pixel AUROC':>12s} {'AU-PRO':>8s} {'image AUROC':>12s}")
