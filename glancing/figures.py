@@ -60,9 +60,14 @@ def save_map_figure(split: dict, maps: dict[str, torch.Tensor], path: Path,
         axes[r, 0].set_ylabel(split["defect"][i], fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11)
+    save_figure(fig, path, dpi=72)
+
+
+def save_figure(fig, path: Path, dpi: int = 80) -> None:
+    """Write a matplotlib figure as PNG, atomically, and close it."""
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=72)
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     with atomic_write(path) as handle:
         handle.write(buffer.getvalue())

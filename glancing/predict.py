@@ -8,7 +8,6 @@ largest score of a normal validation image).
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib
@@ -16,10 +15,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from glancing.checkpoint import atomic_write, save_json  # noqa: E402
+from glancing.checkpoint import save_json  # noqa: E402
 from glancing.config import score_batch  # noqa: E402
 from glancing.data import letterbox, read_image, unletterbox  # noqa: E402
 from glancing.errors import GlancingError  # noqa: E402
+from glancing.figures import save_figure  # noqa: E402
 from glancing.pipeline import load_model, pick_device  # noqa: E402
 
 
@@ -62,9 +62,4 @@ def _save_overlay(image, score_map, path: Path, score: float, threshold: float) 
     axes[1].set_title(f"{verdict}: {score:.2f} (threshold {threshold:.2f})", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    with atomic_write(path) as handle:
-        handle.write(buffer.getvalue())
+    save_figure(fig, path, dpi=80)
