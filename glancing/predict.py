@@ -10,17 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from glancing.checkpoint import save_json  # noqa: E402
-from glancing.config import score_batch  # noqa: E402
-from glancing.data import letterbox, read_image, unletterbox  # noqa: E402
-from glancing.errors import GlancingError  # noqa: E402
-from glancing.figures import save_figure  # noqa: E402
-from glancing.pipeline import load_model, pick_device  # noqa: E402
+from glancing.checkpoint import save_json
+from glancing.config import score_batch
+from glancing.data import letterbox, read_image, unletterbox
+from glancing.errors import GlancingError
+from glancing.figures import save_figure  # also selects the display-free Agg backend
+from glancing.pipeline import load_model, pick_device
 
 
 def predict(model_dir: str | Path, images: list[str], out: str | Path | None = None,
