@@ -156,17 +156,27 @@ def test_chapter_stays_light(path):
                                        "(dpi ~72) and widget state lean")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_setup_cell_installs_glancing_from_the_configured_repository(path):
-    setup = _source(_cells(path)[0])
-    match = re.search(r'^REPOSITORY_URL = "([^"]+)"', setup, re.MULTILINE)
-    assert match, f"{path.name}: the first code cell must set REPOSITORY_URL"
+FIRST_CELL = ROOT / "book" / "_templates" / "first_cell.py"
+
+
+def test_first_cell_template_uses_the_configured_repository():
+    template = FIRST_CELL.read_text()
+    match = re.search(r'^REPOSITORY_URL = "([^"]+)"', template, re.MULTILINE)
+    assert match, f"{FIRST_CELL.name} must set REPOSITORY_URL"
     assert match.group(1) == CONFIG["repository"]["url"], (
-        f"{path.name}: REPOSITORY_URL {match.group(1)!r} differs from _config.yml's "
-        f"repository.url {CONFIG['repository']['url']!r}")
-    assert 'f"glancing @ git+{REPOSITORY_URL}"' in setup
-    assert 'find_spec("glancing") is None' in setup  # installs only when missing
-    assert "manual_seed" in setup
+        f"{FIRST_CELL.name}: REPOSITORY_URL {match.group(1)!r} differs from _config.yml's "
+        f"repository.url {CONFIG['repository']['url']!r}; set both to the public address")
+    assert 'find_spec("glancing") is None' in template  # installs only when missing
+    assert '"clone", "--quiet", "--depth", "1", REPOSITORY_URL' in template
+    assert "setup(seed=" in template  # profile, data root, device, seeds
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_starts_with_the_shared_first_cell(path):
+    first = _source(_cells(path)[0]).strip()
+    assert first == FIRST_CELL.read_text().strip(), (
+        f"{path.name}: its first code cell differs from book/_templates/first_cell.py; "
+        "copy the template into it (one setup for every chapter)")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
