@@ -1,0 +1,89 @@
+"""Reading the results that ``python -m glancing run`` writes, for the book and for comparisons.
+
+A run folder holds a top-level ``metrics.json`` (provenance: profile, teacher, device, seed,
+versions, commit, command; and per category the metrics of each head and the stage times) and
+per category a ``losses.json``. The book commits several run folders under ``book/results/``,
+declared in ``book/results/results.yml``; :func:`metrics_rows` flattens all of them into one
+table, so that every chapter reads the same numbers the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from glancing.errors import GlancingError
+
+HEADS = ("iad", "dad", "combined")
+METRICS = ("pixel_auroc", "au_pro", "image_auroc")
+
+
+def run_files(results: str | Path) -> list[Path]:
+    """Every top-level ``metrics.json`` (one that records a profile) under ``results``, sorted."""
+    results = Path(results)
+    if not results.is_dir():
+        raise GlancingError(f"results folder {results} does not exist")
+    return sorted(path for path in results.rglob("metrics.json")
+                  if "profile" in json.loads(path.read_text()))
+
+
+def manifest(results: str | Path) -> dict:
+    """``results.yml``: run folder name -> ``{"what": ..., "overrides": {...}}``."""
+    path = Path(results) / "results.yml"
+    if not path.is_file():
+        raise GlancingError(f"{path} is missing: it declares the run folders of {results}")
+    return yaml.safe_load(path.read_text())["runs"]
+
+
+def metrics_rows(results: str | Path) -> list[dict]:
+    """One row per (run file, category, head) with the metrics and the run's provenance.
+
+    Row keys: ``run`` (the folder under ``results``), ``file`` (relative path), ``category``,
+    ``data`` (``embedded``, ``magnetic_tile``, ``mvtec_ad`` ...), ``patch_size``, ``profile``,
+    ``head``, the three :data:`METRICS`, ``minutes`` (the category's stage times, without the
+    shared distillation), ``seed``, ``device``, ``commit``, ``command``.
+    """
+    results = Path(results)
+    rows = []
+    for path in run_files(results):
+        run = json.loads(path.read_text())
+        for category, entry in run["categories"].items():
+            for head in HEADS:
+                rows.append({
+                    "run": path.relative_to(results).parts[0],
+                    "file": str(path.relative_to(results)),
+                    "category": category,
+                    "data": run["data"]["spec"],
+                    "patch_size": run["profile"]["patch_size"],
+                    "profile": run["profile"]["name"],
+                    "head": head,
+                    **{name: entry["metrics"][head][name] for name in METRICS},
+                    "minutes": sum(entry["seconds"].values()) / 60,
+                    "seed": run["seed"],
+                    "device": run["device"],
+                    "commit": run["git_commit"],
+                    "command": run.get("command"),
+                })
+    return rows
+
+
+def losses(results: str | Path, run_file: str, stage: str,
+           category: str | None = None) -> list[dict]:
+    """The per-iteration loss records of ``stage`` (``distil``, ``finetune``, ``joint``).
+
+    ``run_file`` is a row's ``file``. Distillation is shared by the run's categories
+    (``shared/losses.json``); the other stages are per ``category`` (``<category>/losses.json``).
+    """
+    folder = (Path(results) / run_file).parent
+    if stage == "distil":
+        path = folder / "shared" / "losses.json"
+    elif category is None:
+        raise GlancingError(f"the {stage!r} losses are per category: give category=")
+    else:
+        path = folder / category / "losses.json"
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    if stage not in recorded:
+        raise GlancingError(f"no {stage!r} losses in {path}")
+    return recorded[stage]
