@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(baseline)
     baseline.add_argument("--json", action="store_true", help="print JSON instead of a table")
     baseline.set_defaults(func=cmd_data_baseline)
+
+    report = commands.add_parser("report", help="a run's metrics as a Markdown table")
+    report.add_argument("run_folder", help="the --out folder of 'glancing run'")
+    report.add_argument("--head", default="combined", choices=["iad", "dad", "combined"])
+    report.set_defaults(func=cmd_report)
     return parser
 
 
@@ -159,6 +164,13 @@ def cmd_data_baseline(args) -> int:
     for category, m in results.items():
         print(f"{category:16s} {m['pixel_auroc']:12.3f} {m['au_pro']:8.3f} "
               f"{m['image_auroc']:12.3f}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from glancing.results import run_table
+
+    print(run_table(args.run_folder, args.head))
     return 0
 
 

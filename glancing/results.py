@@ -87,3 +87,39 @@ def losses(results: str | Path, run_file: str, stage: str,
     if stage not in recorded:
         raise GlancingError(f"no {stage!r} losses in {path}")
     return recorded[stage]
+
+
+def run_table(run_folder: str | Path, head: str = "combined") -> str:
+    """A Markdown table of one run's categories, with their mean: what ``glancing report`` prints.
+
+    Each row: category, pixel AUROC, AU-PRO@0.3, image AUROC of ``head``, minutes. The mean row
+    averages the categories (the MVTec AD convention: every category counts once).
+    """
+    path = Path(run_folder) / "metrics.json"
+    if not path.is_file():
+        raise GlancingError(f"{path} does not exist: give the --out folder of a "
+                            "'python -m glancing run' (it writes metrics.json there)")
+    run = json.loads(path.read_text())
+    if head not in HEADS:
+        raise GlancingError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    entries = run["categories"]
+    if not entries:
+        raise GlancingError(f"{path} holds no finished category yet")
+    lines = ["| category | pixel AUROC | AU-PRO@0.3 | image AUROC | minutes |",
+             "|---|---|---|---|---|"]
+    values = []
+    for category, entry in sorted(entries.items()):
+        metrics = [entry["metrics"][head][name] for name in METRICS]
+        values.append(metrics)
+        minutes = sum(entry["seconds"].values()) / 60
+        lines.append(f"| {category} | " + " | ".join(f"{v:.3f}" for v in metrics)
+                     + f" | {minutes:.1f} |")
+    means = [sum(column) / len(values) for column in zip(*values, strict=True)]
+    lines.append(f"| **mean of {len(values)}** | " + " | ".join(f"**{v:.3f}**" for v in means)
+                 + " | |")
+    profile = run["profile"]
+    lines.append("")
+    lines.append(f"{head} score; profile {profile['name']} ({profile['image_size']} px, "
+                 f"p = {profile['patch_size']}, stride {profile['stride']}); seed {run['seed']}; "
+                 f"{run['device']}; teacher {run['teacher']['name']}; commit {run['git_commit']}")
+    return "\n".join(lines)
