@@ -34,7 +34,7 @@ OFFLINE_STAMP := $(OFFLINE_JS)/.complete_$(JS_VERSIONS)
 # Headless Chromium for the browser test of the built book (Debian package).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv test lint pytest nbval browser-test chromium book chapters offline-js clean
+.PHONY: venv test lint pytest nbval browser-test chromium book chapters offline-js clean repository
 
 venv: $(STAMP)
 
@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml
 test: lint pytest nbval browser-test
 
 lint: $(STAMP)
-	$(PY) -m ruff check glancing tests
+	$(PY) -m ruff check glancing tests tools
 
 # One torch thread: on 2 shared cores, more threads are slower and unsteady.
 # The browser test runs in browser-test, after the book is built.
@@ -117,6 +117,11 @@ $(OFFLINE_STAMP): $(NPM_STAMP)
 		-C $(OFFLINE_JS)/html-manager --strip-components=2 --wildcards \
 		package/dist/embed-amd.js 'package/dist/*.woff2'
 	touch $@
+
+# The repository's public address, in _config.yml and every chapter's first cell:
+#   make repository URL=https://github.com/OWNER/glancing
+repository: $(STAMP)
+	$(PY) tools/set_repository.py "$(URL)"
 
 clean:
 	rm -rf _build
