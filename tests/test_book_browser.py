@@ -9,7 +9,10 @@ Screenshots go to pytest's temporary folder, or to ``$GLANCING_SCREENSHOTS`` whe
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -41,18 +44,17 @@ def _chromium_without_network(folder: Path) -> str:
     return str(wrapper)
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    if not PAGE.is_file():
-        pytest.skip(f"{PAGE.relative_to(ROOT)} is not built: run `make book` first "
-                    "(`make test` does)")
+def _require_browser():
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` "
                     "(`make test` does when run as root)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    folder = tmp_path_factory.mktemp("browser")
-    screenshots = Path(os.environ.get("GLANCING_SCREENSHOTS") or folder)
-    screenshots.mkdir(parents=True, exist_ok=True)
+    return pytest.importorskip("playwright.sync_api")
+
+
+@contextlib.contextmanager
+def _browser(folder: Path):
+    """A headless Chromium context that refuses every non-file request, and its log."""
+    sync_api = _require_browser()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=_chromium_without_network(folder), headless=True, args=FLAGS)
@@ -67,16 +69,36 @@ def page(tmp_path_factory):
                 route.abort()
 
         context.route("**/*", refuse_remote)
-        tab = context.new_page()
-        tab.on("console", lambda message: log["console"].append((message.type, message.text)))
-        tab.on("pageerror", lambda error: log["errors"].append(str(error)))
-        tab.on("requestfailed", lambda request: log["failed"].append(request.url))
-        tab.goto(PAGE.as_uri(), wait_until="load")
+        try:
+            yield context, log
+        finally:
+            browser.close()
+
+
+def _open(context, log, path: Path):
+    tab = context.new_page()
+    tab.on("console", lambda message: log["console"].append((message.type, message.text)))
+    tab.on("pageerror", lambda error: log["errors"].append(str(error)))
+    tab.on("requestfailed", lambda request: log["failed"].append(request.url))
+    tab.goto(path.as_uri(), wait_until="load")
+    return tab
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    if not PAGE.is_file():
+        pytest.skip(f"{PAGE.relative_to(ROOT)} is not built: run `make book` first "
+                    "(`make test` does)")
+    _require_browser()
+    folder = tmp_path_factory.mktemp("browser")
+    screenshots = Path(os.environ.get("GLANCING_SCREENSHOTS") or folder)
+    screenshots.mkdir(parents=True, exist_ok=True)
+    with _browser(folder) as (context, log):
+        tab = _open(context, log, PAGE)
         tab.wait_for_selector("mjx-container", timeout=30_000)
         tab.wait_for_selector(".widget-slider .noUi-handle", timeout=30_000)
         tab.wait_for_timeout(500)  # let MathJax finish the last equations
         yield tab, log, screenshots
-        browser.close()
 
 
 def test_page_loads_nothing_from_the_network(page):
@@ -161,3 +183,109 @@ def test_page_logs_no_console_errors(page):
     errors = [text for kind, text in log["console"] if kind == "error"]
     assert not log["errors"], f"uncaught JavaScript errors: {log['errors']}"
     assert not errors, f"console errors: {errors}"
+
+
+# -- every page of the book ------------------------------------------------------------------
+
+def _toc_entries(node) -> list[str]:
+    entries = []
+    if isinstance(node, dict):
+        entries += [node[key] for key in ("root", "file") if key in node]
+        for value in node.values():
+            if isinstance(value, (list, dict)):
+                entries += _toc_entries(value)
+    elif isinstance(node, list):
+        for item in node:
+            entries += _toc_entries(item)
+    return entries
+
+
+TOC_PAGES = _toc_entries(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+
+
+def _has_widgets(entry: str) -> bool:
+    notebook = ROOT / f"{entry}.ipynb"
+    if not notebook.is_file():
+        return False
+    state = json.loads(notebook.read_text()).get("metadata", {}).get("widgets", {})
+    return bool(state.get("application/vnd.jupyter.widget-state+json", {}).get("state"))
+
+
+SHOWN = """() => {
+    const visible = e => e.offsetParent !== null;
+    const images = Array.from(document.querySelectorAll('.widget-image, .anim-state img, '
+        + 'div[id^="_anim_img"] img, img[id^="_anim_img"]')).filter(visible).map(e => e.src);
+    const texts = Array.from(document.querySelectorAll('.widget-html-content, .widget-label'))
+        .filter(visible).map(e => e.textContent);
+    return images.join() + '|' + texts.join();
+}"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    if not (HTML / "index.html").is_file():
+        pytest.skip("the book is not built: run `make book` first (`make test` does)")
+    folder = tmp_path_factory.mktemp("site")
+    screenshots = Path(os.environ.get("GLANCING_SCREENSHOTS") or folder)
+    screenshots.mkdir(parents=True, exist_ok=True)
+    with _browser(folder) as (context, log):
+        yield context, log, screenshots
+
+
+@pytest.mark.parametrize("entry", TOC_PAGES)
+def test_every_page_renders_offline_without_errors(site, entry):
+    context, log, screenshots = site
+    path = HTML / f"{entry}.html"
+    assert path.is_file(), f"{entry} was not built"
+    for key in log:
+        log[key].clear()
+    tab = _open(context, log, path)
+    if tab.locator("div.math, span.math").count():
+        tab.wait_for_selector("mjx-container", timeout=30_000)
+        tab.wait_for_timeout(300)
+        untypeset = tab.evaluate("""Array.from(document.querySelectorAll('div.math, span.math'))
+            .filter(e => !e.querySelector('mjx-container')).length""")
+        assert untypeset == 0, f"{entry}: math left as raw TeX"
+        assert tab.locator("mjx-merror").count() == 0, f"{entry}: TeX that MathJax rejected"
+    images = tab.evaluate("""Array.from(document.querySelectorAll('article img'))
+        .map(i => [i.src, i.complete && i.naturalWidth > 0])""")
+    assert all(ok for _, ok in images), f"{entry}: images that did not load: {images}"
+    if _has_widgets(entry):
+        tab.wait_for_selector(".widget-slider .noUi-handle", timeout=30_000)
+        tab.wait_for_timeout(300)
+        before = tab.evaluate(SHOWN)
+        handle = tab.locator(".widget-slider .noUi-handle").first
+        handle.scroll_into_view_if_needed()
+        handle.focus()
+        for _ in range(2):
+            tab.keyboard.press("ArrowRight")
+        tab.wait_for_timeout(300)
+        assert tab.evaluate(SHOWN) != before, f"{entry}: its first slider changes nothing"
+    tab.screenshot(path=str(screenshots / f"page_{Path(entry).name}.png"))
+    errors = [text for kind, text in log["console"] if kind == "error"]
+    assert not log["external"], f"{entry} requested remote resources: {log['external']}"
+    assert not log["failed"], f"{entry}: resources failed to load: {log['failed']}"
+    assert not log["errors"] and not errors, f"{entry}: {log['errors'] + errors}"
+    tab.close()
+
+
+def test_search_finds_a_chapter_offline(site):
+    context, log, _ = site
+    tab = _open(context, log, HTML / "search.html")
+    tab.goto((HTML / "search.html").as_uri() + "?q=convolution", wait_until="load")
+    tab.wait_for_selector("ul.search li", timeout=30_000)
+    assert tab.locator("ul.search li").count() >= 1
+    tab.close()
+
+
+def test_no_internal_link_is_broken():
+    if not (HTML / "index.html").is_file():
+        pytest.skip("the book is not built: run `make book` first (`make test` does)")
+    broken = []
+    for page in HTML.rglob("*.html"):
+        for href in re.findall(r'href="([^"#?]+)', page.read_text(errors="replace")):
+            if href.startswith(("http:", "https:", "mailto:", "javascript:", "data:")):
+                continue
+            if not (page.parent / href).exists():
+                broken.append(f"{page.relative_to(HTML)} -> {href}")
+    assert not broken, broken[:20]
