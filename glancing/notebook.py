@@ -11,8 +11,10 @@ the book is built and tested, ``quick`` by default), ``GLANCING_DATA_ROOT`` (the
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import random
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,8 @@ from glancing.config import Profile, data_root, get_profile
 from glancing.errors import GlancingError
 
 RESULTS_ENV = "GLANCING_RESULTS"
+# The trained model the chapters load (quick profile, embedded brick, p = 17; see its README).
+BOOK_MODEL = "2026-12-03-quick-cpu-brick-model/brick/model.pt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,3 +85,25 @@ def setup(seed: int = 0, verbose: bool = True) -> BookSetup:
         print(f"profile: {settings.profile.name} | data: {where} | "
               f"device: {settings.device.type} | seed: {seed}")
     return settings
+
+
+def trained_model(book: BookSetup):
+    """The book's committed trained model: ``(Glance, settings)`` from :data:`BOOK_MODEL`.
+
+    ``settings["profile"]`` is the profile it was trained with (not the chapter's profile).
+    """
+    from glancing.pipeline import load_model  # heavy imports only when a chapter needs them
+
+    path = book.results / BOOK_MODEL
+    if not path.is_file():
+        raise GlancingError(f"the book's trained model {BOOK_MODEL} is missing under "
+                            f"{book.results}; restore it from the repository (git checkout)")
+    return load_model(path, device=book.device)
+
+
+def show_code(*objects) -> None:
+    """Display the library's own source of ``objects`` as one code listing (in a notebook)."""
+    from IPython.display import Markdown, display
+
+    source = "\n".join(textwrap.dedent(inspect.getsource(obj)) for obj in objects)
+    display(Markdown(f"```python\n{source}```"))

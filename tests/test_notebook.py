@@ -43,3 +43,20 @@ def test_missing_results_folder_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("GLANCING_RESULTS")
     with pytest.raises(GlancingError, match="no book/results folder above"):
         find_results(tmp_path)
+
+
+def test_the_book_model_loads(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from glancing.notebook import BOOK_MODEL, BookSetup, trained_model
+
+    results = Path(__file__).resolve().parent.parent / "book" / "results"
+    book = BookSetup(profile=None, data_root=None, device=torch.device("cpu"),
+                     results=results, seed=0)
+    model, settings = trained_model(book)
+    assert model.patch_size == settings["profile"].patch_size == 17
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # stored half, used float
+    empty = BookSetup(profile=None, data_root=None, device=torch.device("cpu"),
+                      results=tmp_path, seed=0)
+    with pytest.raises(GlancingError, match=f"{BOOK_MODEL} is missing"):
+        trained_model(empty)
