@@ -1,17 +1,18 @@
-"""Figures the command line writes (the book draws its own from the same arrays)."""
+"""Figures the command line writes (the book draws its own from the same arrays).
+
+They are built as :class:`matplotlib.figure.Figure` objects, not through pyplot: saving one needs
+no display and no backend, and importing this module leaves a notebook's backend alone.
+"""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # the command line has no display; notebooks set their own backend
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from glancing.checkpoint import atomic_write  # noqa: E402
+from glancing.checkpoint import atomic_write
 
 COLUMNS = ("image", "ground truth", "IAD", "DAD", "combined")
 
@@ -36,8 +37,8 @@ def save_map_figure(split: dict, maps: dict[str, torch.Tensor], path: Path,
     normal window, 1 the 99th percentile of normal windows).
     """
     rows = pick_examples(split["defect"], per_type)
-    fig, axes = plt.subplots(len(rows), len(COLUMNS), figsize=(2.2 * len(COLUMNS),
-                                                              2.2 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(2.2 * len(COLUMNS), 2.2 * len(rows)))
+    axes = fig.subplots(len(rows), len(COLUMNS), squeeze=False)
     limits = {h: (0.0, float(torch.quantile(maps[h].flatten()[::7].float(), 0.999)))
               for h in ("iad", "dad", "combined")}
     for r, i in enumerate(rows):
@@ -63,11 +64,10 @@ def save_map_figure(split: dict, maps: dict[str, torch.Tensor], path: Path,
     save_figure(fig, path, dpi=72)
 
 
-def save_figure(fig, path: Path, dpi: int = 80) -> None:
-    """Write a matplotlib figure as PNG, atomically, and close it."""
+def save_figure(fig: Figure, path: Path, dpi: int = 80) -> None:
+    """Write a matplotlib figure as PNG, atomically."""
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
-    plt.close(fig)
     with atomic_write(path) as handle:
         handle.write(buffer.getvalue())

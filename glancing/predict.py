@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from glancing.checkpoint import save_json
 from glancing.config import score_batch
 from glancing.data import letterbox, read_image, unletterbox
 from glancing.errors import GlancingError
-from glancing.figures import save_figure  # also selects the display-free Agg backend
+from glancing.figures import save_figure
 from glancing.pipeline import load_model, pick_device
 
 
@@ -50,7 +50,8 @@ def predict(model_dir: str | Path, images: list[str], out: str | Path | None = N
 
 
 def _save_overlay(image, score_map, path: Path, score: float, threshold: float) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
+    fig = Figure(figsize=(6, 3.2))
+    axes = fig.subplots(1, 2)
     axes[0].imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
     axes[1].imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
     axes[1].imshow(score_map.numpy(), cmap="inferno", alpha=0.55, vmin=0,

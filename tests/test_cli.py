@@ -27,3 +27,16 @@ def test_python_dash_m_entry_point(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [run.stderr.strip()]
     assert "not found" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_importing_the_library_leaves_the_matplotlib_backend_alone():
+    import os
+    import subprocess
+    import sys
+
+    # A notebook's inline backend stands in as svg (headless, the default would be agg anyway).
+    code = ("import matplotlib; before = matplotlib.get_backend(); assert before == 'svg'; "
+            "import glancing.figures, glancing.predict, glancing.pipeline; "
+            "assert matplotlib.get_backend() == before, (before, matplotlib.get_backend())")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={**os.environ, "MPLBACKEND": "svg"})
