@@ -22,7 +22,7 @@ import shlex
 import sys
 from collections import Counter
 
-from glancing import __version__
+from glancing import __version__, compare
 from glancing.config import PROFILES, get_profile
 from glancing.errors import GlancingError
 
@@ -89,7 +89,47 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_folder", help="the --out folder of 'glancing run'")
     report.add_argument("--head", default="combined", choices=["iad", "dad", "combined"])
     report.set_defaults(func=cmd_report)
+    compare.add_parser(commands)
+    _add_bench(commands)
     return parser
+
+
+def _add_bench(commands) -> None:
+    """``bench scoremap``: the three ways to make a score map, timed side by side."""
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    scoremap = bench_commands.add_parser("scoremap", help="time the three ways to make a score map")
+    scoremap.add_argument("--model", default=None,
+                          help="a trained run's category folder or model.pt (default: train "
+                               "small networks here)")
+    scoremap.add_argument("--sides", default="128,256,512",
+                          help="image sides, comma-separated (default: %(default)s)")
+    scoremap.add_argument("--patch-size", type=int, default=33, choices=[17, 33, 65],
+                          help="p when training here (default: %(default)s)")
+    scoremap.add_argument("--stride", type=int, default=4, help="window step (default: 4)")
+    scoremap.add_argument("--images", type=int, default=3,
+                          help="defective test images in the fixed set (default: 3)")
+    scoremap.add_argument("--loop-full", type=int, default=700,
+                          help="sides with at most this many windows run the whole loop "
+                               "(default: %(default)s)")
+    scoremap.add_argument("--loop-windows", type=int, default=64,
+                          help="windows the loop scores per image at larger sides, to "
+                               "extrapolate its time (default: %(default)s)")
+    scoremap.add_argument("--category", default="brick",
+                          help="embedded category to train and test on (default: brick)")
+    scoremap.add_argument("--train-size", type=int, default=128,
+                          help="side of the training images (default: %(default)s)")
+    scoremap.add_argument("--train-iters", type=int, default=200,
+                          help="training steps of each Global-Net (default: %(default)s)")
+    scoremap.add_argument("--work", default="runs/bench",
+                          help="where trained networks are kept (default: %(default)s)")
+    scoremap.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
+                          help="also compare the exact and one-pass maps on the whole test "
+                               "split at the training side (default: on)")
+    scoremap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    scoremap.add_argument("--out", default=None, help="also write the table as JSON here")
+    scoremap.add_argument("--quiet", action="store_true", help="no progress bars")
+    scoremap.set_defaults(func=cmd_bench)
 
 
 def _datasets(args):
@@ -165,6 +205,12 @@ def cmd_data_baseline(args) -> int:
         print(f"{category:16s} {m['pixel_auroc']:12.3f} {m['au_pro']:8.3f} "
               f"{m['image_auroc']:12.3f}")
     return 0
+
+
+def cmd_bench(args) -> int:
+    from glancing.bench import main as bench_main
+
+    return bench_main(args)
 
 
 def cmd_report(args) -> int:

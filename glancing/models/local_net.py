@@ -203,6 +203,60 @@ class LocalNet(nn.Module):
                              f"{tuple(images.shape)}")
         return self.features(self.normalize(images))
 
+    def dense_all(self, images: Tensor) -> Tensor:
+        """Descriptors of *every* p x p window (stride 1) in one pass, exactly :meth:`forward`.
+
+        Fast dense feature extraction (Bailer, Habtegebrial, Varanasi and Stricker, "Fast
+        Feature Extraction with CNNs with Pooling Layers", BMVC 2017): a 2 x 2 pooling with
+        stride 2 keeps one of the four phases of its input grid; running the pooling at all four
+        offsets ``(dy, dx)`` in {0, 1}^2 and stacking the results on the batch axis keeps every
+        phase, so the layers after it see every window. After ``n`` poolings the batch holds
+        ``4 ** n`` shifted copies; output ``i`` of the copy with offsets ``(dy_1, .., dy_n)``
+        belongs to the window starting at row ``dy_1 + 2 dy_2 + .. + 2**(n-1) dy_n +
+        2**n i`` (valid convolutions keep the index of a window's first row), and unwarping
+        interleaves the copies back into one map. Every multiply-accumulate is one the
+        per-patch network needs; none is repeated between overlapping windows.
+
+        Args:
+            images: ``(B, 3, H, W)`` (or grey ``(B, 1, H, W)``) values in [0, 1], H, W >= p.
+
+        Returns:
+            ``(B, out_dim, H - p + 1, W - p + 1)``; entry ``(y, x)`` is ``forward`` of the
+            window whose top-left pixel is ``(y, x)`` (centre ``(y + p//2, x + p//2)``).
+        """
+        p, step = self.patch_size, self.stride
+        if images.dim() != 4 or images.shape[-2] < p or images.shape[-1] < p:
+            raise ValueError(f"expected (B, 3, H, W) images with H, W >= {p}, got "
+                             f"{tuple(images.shape)}")
+        batch, _, height, width = images.shape
+        out_h, out_w = height - p + 1, width - p + 1
+        # Pad the far sides so that every shifted copy has whole pooling windows and the same
+        # size; the padding only reaches windows past the image, which are cut off at the end.
+        pad_h = (-out_h) % step + step - 1
+        pad_w = (-out_w) % step + step - 1
+        x = F.pad(self.normalize(images), (0, pad_w, 0, pad_h))
+        for layer in self.features:
+            if isinstance(layer, nn.MaxPool2d):
+                h, w = (x.shape[-2] - 1) // 2 * 2, (x.shape[-1] - 1) // 2 * 2
+                # (4 * N, C, h/2, w/2): offsets ordered (dy, dx) = (0,0), (0,1), (1,0), (1,1)
+                x = torch.cat([layer(x[..., dy : dy + h, dx : dx + w])
+                               for dy in (0, 1) for dx in (0, 1)])
+            else:
+                x = layer(x)
+        # Unwarp. The batch index is ((dy_n, dx_n), ..., (dy_1, dx_1), b) from slowest to
+        # fastest, since each pooling stacked its copies in front of the previous ones.
+        n_pools = step.bit_length() - 1
+        h, w = x.shape[-2:]
+        x = x.view(*([2, 2] * n_pools), batch, self.out_dim, h, w)
+        # Axes: dy_n, dx_n, ..., dy_1, dx_1, b, c, i, j -> b, c, i, dy_n..dy_1, j, dx_n..dx_1,
+        # so that the row index reads i * 2**n + dy_n * 2**(n-1) + .. + dy_1.
+        dys = [2 * k for k in range(n_pools)]
+        dxs = [2 * k + 1 for k in range(n_pools)]
+        base = 2 * n_pools
+        x = x.permute(base, base + 1, base + 2, *dys, base + 3, *dxs)
+        x = x.reshape(batch, self.out_dim, h * step, w * step)
+        return x[..., :out_h, :out_w]
+
     def extra_repr(self) -> str:
         return (f"patch_size={self.patch_size}, out_dim={self.out_dim}, stride={self.stride}, "
                 f"width={self.width}")
