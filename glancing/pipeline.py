@@ -211,15 +211,22 @@ def run(data: str = "embedded", category: str = "all", profile: str | Profile | 
 
 
 def run_category(root, name: str, prof: Profile, teach: Teacher, distilled: LocalNet,
-                 distilled_decoder: Decoder, stats, out: Path, dev, progress: bool) -> dict:
-    """Fine-tune, joint-train, calibrate on validation, evaluate on test; one category."""
+                 distilled_decoder: Decoder, stats, out: Path, dev, progress: bool,
+                 split_seed: int | None = None, save_scores: bool = False) -> dict:
+    """Fine-tune, joint-train, calibrate on validation, evaluate on test; one category.
+
+    ``split_seed`` draws the validation split (default: the profile's seed), so that runs with
+    other training seeds can share one split. ``save_scores`` also writes the raw window scores
+    of the validation and test images to ``window-scores.pt``, to rescore without retraining
+    (e.g. other lambda_s). ``prof.finetune_iters == 0`` skips fine-tuning (L stays as given).
+    """
     done = out / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
     seconds = {}
     datasets = {split: MVTecDataset(root, name, split, image_size=prof.image_size,
                                     min_side=prof.patch_size, val_fraction=prof.val_fraction,
-                                    seed=prof.seed)
+                                    seed=prof.seed if split_seed is None else split_seed)
                 for split in ("train", "val", "test")}
     if len(datasets["val"]) == 0:
         raise GlancingError(f"category {name!r} has too few training images to hold out a "
@@ -231,7 +238,8 @@ def run_category(root, name: str, prof: Profile, teach: Teacher, distilled: Loca
     t = time.perf_counter()
     local_net, decoder = copy.deepcopy(distilled), copy.deepcopy(distilled_decoder)
     ft_patches = training_patches(train, prof.finetune_patches, prof.patch_size, prof.seed + 1)
-    ft_targets = teacher_targets(teach, ft_patches, out / "finetune-targets.pt")
+    ft_targets = (teacher_targets(teach, ft_patches, out / "finetune-targets.pt")
+                  if prof.finetune_iters > 0 else torch.zeros(len(ft_patches), teach.dim))
     seconds["finetune_teacher"] = time.perf_counter() - t
     finetune = train_local_net(
         "finetune", out / "finetune.pt", local_net, decoder, ft_patches, ft_targets, stats,
@@ -265,8 +273,11 @@ def run_category(root, name: str, prof: Profile, teach: Teacher, distilled: Loca
 
     t = time.perf_counter()
     test = load_split(datasets["test"])
-    maps = maps_of_split(model, window_scores_of_split(model, test, prof, dev), size)
+    test_scores = window_scores_of_split(model, test, prof, dev)
+    maps = maps_of_split(model, test_scores, size)
     seconds["evaluate"] = time.perf_counter() - t
+    if save_scores:
+        checkpoint.save({"val": val_scores, "test": test_scores}, out / "window-scores.pt")
     result = {
         "metrics": {head: metrics.evaluate(maps[head], test["mask"][:, 0], test["label"],
                                            valid=test["valid"][:, 0])

@@ -63,6 +63,14 @@ from glancing.errors import GlancingError
 
 TEACHERS = ("efficientnet_lite0", "resnet18")
 DEFAULT_TEACHER = "efficientnet_lite0"
+# "<name>-random": the same architecture with PyTorch's default random initialisation (seeded),
+# for the ablation that shows what the ImageNet weights buy (issue 6).
+RANDOM_SUFFIX = "-random"
+RANDOM_INIT_SEED = 0
+RANDOM_CALIBRATION_PATCHES = 512
+# Blocks of EfficientNet-Lite0 whose output ends a resolution stage, by input stride: the
+# counterparts of ResNet-18's layer1..layer4 for :meth:`Teacher.pyramid`.
+LITE0_STAGE_ENDS = {4: 2, 8: 4, 16: 10, 32: 15}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -148,6 +156,53 @@ class Teacher(nn.Module):
             return n.layer4(n.layer3(n.layer2(n.layer1(x))))
         return self.net.extract_features(x)
 
+    def pyramid(self, images: Tensor, strides: tuple[int, ...] = (8, 16)) -> dict[int, Tensor]:
+        """Intermediate feature maps of whole images, for the PaDiM and PatchCore baselines.
+
+        Unlike :meth:`forward`, images are not resized: the network sees them at their own size,
+        normalised as above. ResNet-18's ``layer1..layer4`` end at input strides 4, 8, 16, 32;
+        for EfficientNet-Lite0 the blocks in :data:`LITE0_STAGE_ENDS` play the same role.
+
+        Args:
+            images: (B, 3, H, W) (or (B, 1, H, W) grey) values in [0, 1].
+            strides: which stages to return, a subset of (4, 8, 16, 32).
+
+        Returns:
+            ``{stride: (B, C_stride, ceil(H / stride), ceil(W / stride))}`` float32 maps, without
+            gradients. Channels: ResNet-18 64/128/256/512, EfficientNet-Lite0 24/40/112/320.
+        """
+        unknown = set(strides) - set(LITE0_STAGE_ENDS)
+        if unknown or not strides:
+            raise ValueError(f"strides must be a non-empty subset of (4, 8, 16, 32), got {strides}")
+        if images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"expected a (B, 3, H, W) or (B, 1, H, W) batch, got "
+                             f"{tuple(images.shape)}")
+        x = images.to(device=self.device, dtype=torch.float32)
+        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        out: dict[int, Tensor] = {}
+        with torch.no_grad():
+            if self.name == "resnet18":
+                n = self.net
+                x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+                for stride, layer in zip((4, 8, 16, 32), (n.layer1, n.layer2, n.layer3, n.layer4),
+                                         strict=True):
+                    x = layer(x)
+                    if stride in strides:
+                        out[stride] = x
+                    if len(out) == len(strides):
+                        break
+            else:
+                n = self.net
+                x = n._swish(n._bn0(n._conv_stem(x)))
+                wanted = {LITE0_STAGE_ENDS[s]: s for s in strides}
+                for index, block in enumerate(n._blocks):
+                    x = block(x)  # eval mode: no drop-connect
+                    if index in wanted:
+                        out[wanted[index]] = x
+                    if len(out) == len(strides):
+                        break
+        return {s: out[s] for s in strides}
+
     def forward(self, patches: Tensor) -> Tensor:
         """Descriptors of a batch of patches.
 
@@ -187,7 +242,8 @@ def build_teacher(
 
     Args:
         spec: ``"efficientnet_lite0"`` (offline, the default), ``"resnet18"`` (the paper's
-            teacher; downloaded once into torch hub's cache), or a path to a ``.pth``/``.pt``
+            teacher; downloaded once into torch hub's cache), either name + ``"-random"`` (the
+            architecture randomly initialised, for ablations), or a path to a ``.pth``/``.pt``
             state dict of either architecture (detected from its keys).
         input_size: side each patch is resized to (the paper: 224).
         device: where the teacher runs.
@@ -203,12 +259,15 @@ def build_teacher(
     elif name == "resnet18":
         teacher = _resnet18(_resnet18_imagenet_state_dict(), input_size,
                             "torchvision ResNet18_Weights.IMAGENET1K_V1", name)
+    elif name.endswith(RANDOM_SUFFIX) and name[: -len(RANDOM_SUFFIX)] in TEACHERS:
+        teacher = _random_teacher(name[: -len(RANDOM_SUFFIX)], input_size)
     elif _looks_like_path(name):
         teacher = _from_file(Path(name).expanduser(), input_size)
     else:
         raise GlancingError(
             f"unknown teacher {name!r} (from --teacher); choose one of {', '.join(TEACHERS)} "
-            "or give the path to a .pth state dict"
+            f"(or one of them + {RANDOM_SUFFIX!r} for random weights), or give the path to a "
+            ".pth state dict"
         )
     return teacher.to(device)
 
@@ -258,6 +317,47 @@ def _resnet18(state_dict: Mapping, input_size: int, weights: str, origin: str) -
     net = resnet18(weights=None)
     _load(net, state_dict, origin, "torchvision ResNet-18")
     return Teacher("resnet18", net, 512, input_size, IMAGENET_MEAN, IMAGENET_STD, weights)
+
+
+def _random_teacher(name: str, input_size: int) -> Teacher:
+    """``name``'s architecture with PyTorch's default initialisation, seeded, no ImageNet weights.
+
+    With its initial running statistics (mean 0, variance 1) BatchNorm does not normalise, and
+    the signal of a deep random network dies out: measured on EfficientNet-Lite0, descriptors
+    then vary by ~1e-10 between patches. So the BatchNorm statistics are set from
+    :data:`RANDOM_CALIBRATION_PATCHES` natural-image patches (train-mode passes, cumulative
+    average): random filters, but activations at a normal scale. Only the ImageNet training of
+    the weights is missing, which is what the ablation asks about.
+    """
+    from glancing.data.natural import natural_images, random_patches
+
+    weights = (f"random init (torch seed {RANDOM_INIT_SEED}), BatchNorm statistics of "
+               f"{RANDOM_CALIBRATION_PATCHES} natural patches")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        if name == "resnet18":
+            from torchvision.models import resnet18
+
+            net, dim, mean, std = resnet18(weights=None), 512, IMAGENET_MEAN, IMAGENET_STD
+        else:
+            from efficientnet_lite_pytorch import EfficientNet
+
+            net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+            dim, mean, std = 1280, LITE_MEAN, LITE_STD
+    teacher = Teacher(name, net, dim, input_size, mean, std, weights)
+    patches = random_patches(natural_images(), RANDOM_CALIBRATION_PATCHES, 33,
+                             torch.Generator().manual_seed(RANDOM_INIT_SEED))
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:  # only BatchNorm in train mode: no drop-connect or dropout meanwhile
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batches
+        norm.train()
+    with torch.no_grad():
+        for batch in patches.split(64):
+            teacher.feature_map(teacher._prepare(batch))
+    for norm in norms:
+        norm.eval()
+    return teacher
 
 
 def _load(net: nn.Module, state_dict: Mapping, origin: str, arch: str) -> None:

@@ -1,0 +1,83 @@
+"""``python -m glancing compare`` in the ci profile on a tiny tree: every method, and resuming."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import write_mvtec_tree
+
+from glancing.cli import main
+from glancing.compare import METHODS, markdown_table
+
+METRICS = ("pixel_auroc", "au_pro", "image_auroc")
+# Two trained GLANCE models (base, and no fine-tuning, which reuses the distillation), the
+# rescored lambda_s variants, a skipped one and the three peers: every kind of result, in about
+# a minute. (The self-supervised Local-Net is tested in test_baselines.py; every method ran on
+# embedded brick in the ci profile when this was written.)
+CHOSEN = ("glance", "glance-iad", "glance-ls0.5", "glance-dad", "glance-p65",
+          "glance-no-finetune", "students", "padim", "patchcore")
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    data = write_mvtec_tree(tmp_path_factory.mktemp("data"), size=(64, 64), n_train=12,
+                            n_good=2, defects=("scratch",), n_defect=2)
+    out = tmp_path_factory.mktemp("compare")
+    args = ["compare", "--data", str(data), "--profile", "ci", "--out", str(out), "--quiet",
+            "--methods", *CHOSEN]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLANCING_CACHE", str(cache))
+        assert main(args) == 0
+        yield out, args
+
+
+def test_compare_writes_every_method(compared):
+    out, _ = compared
+    report = json.loads((out / "compare.json").read_text())
+    results = report["results"]["widget"]
+    assert list(results) == [m for m in METHODS if m in CHOSEN]
+    for method, by_seed in results.items():
+        record = by_seed["0"]
+        if method == "glance-p65":  # larger than the ci profile's 64 px images
+            assert "skipped" in record
+            continue
+        for name in METRICS:
+            assert 0.0 <= record["metrics"][name] <= 1.0, (method, name)
+        assert record["train_s"] > 0 and record["ms_per_image"] > 0
+        assert record["provenance"]["command"].startswith("python -m glancing compare")
+        assert (out / "maps" / "widget" / method / "seed0.pt").is_file()
+    # the lambda_s variants rescore one model: same training time, other metrics possible
+    assert results["glance-iad"]["0"]["train_s"] == results["glance"]["0"]["train_s"]
+    assert results["glance-iad"]["0"]["settings"]["lambda_s"] == 1.0
+    assert results["glance-no-finetune"]["0"]["settings"]["finetune_iters"] == 0
+    table = (out / "compare.md").read_text()
+    assert table == markdown_table(report)
+    assert "| patchcore | peer | 1 |" in table and "skipped" in table
+
+
+def test_a_second_call_recomputes_nothing(compared):
+    out, args = compared
+    before = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")}
+    models = {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")} == before
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} == models
+
+
+def test_two_seeds_give_mean_and_spread():
+    report = {"profile": {"name": "ci"}, "data": "x", "results": {"c": {"padim": {
+        "0": {"kind": "peer", "metrics": {"pixel_auroc": 0.8, "au_pro": 0.5, "image_auroc": 0.6},
+              "train_s": 10.0, "ms_per_image": 5.0},
+        "1": {"kind": "peer", "metrics": {"pixel_auroc": 0.9, "au_pro": 0.5, "image_auroc": 0.7},
+              "train_s": 12.0, "ms_per_image": 7.0}}}}}
+    table = markdown_table(report)
+    assert "| padim | peer | 2 | 0.850 ± 0.071 | 0.500 ± 0.000 | 0.650 ± 0.071 | 11 ± 1 |" in table
+
+
+def test_other_settings_in_the_same_folder_are_refused(compared, capsys):
+    out, args = compared
+    quick = [a if a != "ci" else "quick" for a in args]
+    assert main(quick) == 2
+    assert "other settings" in capsys.readouterr().err
