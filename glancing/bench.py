@@ -30,6 +30,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -48,6 +50,7 @@ from glancing.models.glance import Glance
 from glancing.models.global_net import GlobalNet, hole_mask
 from glancing.models.heads import DADHead, iad_score
 from glancing.models.local_net import LocalNet, crop_patches
+from glancing.pipeline import git_commit
 from glancing.score_map import window_centers
 from glancing.scoring import ScoreNormalizer
 from glancing.train import freeze, train_global_net
@@ -383,7 +386,10 @@ def main(args) -> int:
                             "threads": torch.get_num_threads(), "torch": torch.__version__,
                             "score_batch": score_batch(device),
                             "loop_windows": args.loop_windows, "loop_full": args.loop_full,
-                            **info},
+                            "command": shlex.join(["python", "-m", "glancing",
+                                                   *getattr(args, "argv", [])]),
+                            "git_commit": git_commit(), "machine": platform.machine(),
+                            "date": time.strftime("%Y-%m-%d"), **info},
                "sides": {}}
     for side in sides:
         test = [it for it in _split(root, args.category, "test", side, p) if it["label"] == 1]
