@@ -29,7 +29,8 @@ JS_VERSIONS := mathjax-$(MATHJAX_VERSION)_requirejs-$(REQUIREJS_VERSION)_html-ma
 NPM_CACHE := .cache/npm
 NPM_STAMP := $(NPM_CACHE)/.packed_$(JS_VERSIONS)
 OFFLINE_JS := book/_assets/offline
-OFFLINE_STAMP := $(OFFLINE_JS)/.complete_$(JS_VERSIONS)
+# (the stamp's name changes with what is copied: TeX extensions such as \boldsymbol load on demand)
+OFFLINE_STAMP := $(OFFLINE_JS)/.complete_$(JS_VERSIONS)_tex-extensions
 
 # Headless Chromium for the browser test of the built book (Debian package).
 CHROMIUM ?= /usr/bin/chromium
@@ -108,7 +109,7 @@ $(NPM_STAMP):
 $(OFFLINE_STAMP): $(NPM_STAMP)
 	rm -rf $(OFFLINE_JS) && mkdir -p $(OFFLINE_JS)/mathjax $(OFFLINE_JS)/requirejs $(OFFLINE_JS)/html-manager
 	tar -xzf $(NPM_CACHE)/mathjax-$(MATHJAX_VERSION).tgz -C $(OFFLINE_JS)/mathjax --strip-components=2 \
-		package/es5/tex-chtml.js package/es5/output/chtml/fonts/woff-v2
+		package/es5/tex-chtml.js package/es5/output/chtml/fonts/woff-v2 package/es5/input/tex/extensions
 	tar -xzf $(NPM_CACHE)/mathjax-$(MATHJAX_VERSION).tgz -C $(OFFLINE_JS)/mathjax --strip-components=1 \
 		package/LICENSE
 	tar -xzf $(NPM_CACHE)/requirejs-$(REQUIREJS_VERSION).tgz -C $(OFFLINE_JS)/requirejs \
