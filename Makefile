@@ -49,6 +49,7 @@ test: lint pytest nbval browser-test
 
 lint: $(STAMP)
 	$(PY) -m ruff check glancing tests tools
+	$(PY) -m ruff check --select F,E9 $(CHAPTERS)
 
 # One torch thread: on 2 shared cores, more threads are slower and unsteady.
 # The browser test runs in browser-test, after the book is built.
