@@ -32,11 +32,12 @@ import torch
 
 import glancing
 from glancing import checkpoint, metrics
-from glancing.config import Profile, cache_dir, get_profile, score_batch
+from glancing.config import Profile, cache_dir, get_profile
 from glancing.config import data_root as configured_data_root
 from glancing.data import MVTecDataset, resolve_dataset
 from glancing.data.natural import natural_images, random_patches
 from glancing.errors import GlancingError
+from glancing.fast_map import fast_window_scores
 from glancing.figures import save_map_figure
 from glancing.losses import descriptor_stats
 from glancing.models.glance import Glance
@@ -135,11 +136,15 @@ def training_patches(train: dict, count: int, patch_size: int, seed: int) -> tor
 # -- scoring -------------------------------------------------------------------------------------
 
 def window_scores_of_split(model: Glance, split: dict, profile: Profile, device) -> list[dict]:
-    """Raw window scores (:meth:`Glance.window_scores`) of every image of a split."""
+    """Raw window scores of every image of a split.
+
+    Computed with the exact fast map (:func:`glancing.fast_map.fast_window_scores`), which
+    returns what the paper's per-window procedure (:meth:`Glance.window_scores`) returns, within
+    float rounding (tested), several times faster.
+    """
     return [
-        {k: v.cpu() for k, v in model.window_scores(
-            image.to(device), valid.to(device), box.tolist(), profile.stride,
-            score_batch(device)).items()}
+        {k: v.cpu() for k, v in fast_window_scores(
+            model, image.to(device), valid.to(device), box.tolist(), profile.stride).items()}
         for image, valid, box in zip(split["image"], split["valid"], split["box"], strict=True)
     ]
 
@@ -197,7 +202,8 @@ def run(data: str = "embedded", category: str = "all", profile: str | Profile | 
         "profile": dataclasses.asdict(prof), "seed": prof.seed,
         "teacher": {"spec": str(teacher), "name": teach.name, "weights": teach.weights,
                     "dim": teach.dim, "input_size": teach.input_size},
-        "device": _device_name(dev), "score_batch": score_batch(dev), "torch": torch.__version__,
+        "device": _device_name(dev), "scoring": "exact fast map (glancing.fast_map)",
+        "torch": torch.__version__,
         "python": platform.python_version(),
         "shared": {"teacher_descriptors_s": descriptor_seconds, "distil_s": distil.seconds,
                    "distil_final_loss": distil.log[-1] if distil.log else None},

@@ -13,9 +13,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from glancing.checkpoint import save_json
-from glancing.config import score_batch
 from glancing.data import letterbox, read_image, unletterbox
 from glancing.errors import GlancingError
+from glancing.fast_map import fast_score_maps
 from glancing.figures import save_figure
 from glancing.pipeline import load_model, pick_device
 
@@ -36,8 +36,7 @@ def predict(model_dir: str | Path, images: list[str], out: str | Path | None = N
         if min(box.height, box.width) < prof.patch_size:
             raise GlancingError(f"image {path} is too small for the patch ({prof.patch_size} px "
                                 f"at input size {prof.image_size})")
-        maps = model.score_maps(image.to(dev), valid.to(dev), box, prof.stride,
-                                score_batch(dev))
+        maps = fast_score_maps(model, image.to(dev), valid.to(dev), box, prof.stride)
         combined = maps["combined"].cpu()
         score = float(combined[valid[0]].max())
         full = unletterbox(combined[None], box, raw.shape[1], raw.shape[2])[0]

@@ -108,3 +108,18 @@ def test_bad_chunk_size_is_one_clear_error(model):
     image, valid, _ = canvas("whole")
     with pytest.raises(GlancingError, match="chunk_size"):
         fast_global_features(model.global_net, image, valid, torch.tensor([[60, 40]]), 33, 0)
+
+
+@pytest.mark.parametrize("patch_size", [17, 65])
+def test_fast_window_scores_at_the_other_patch_sizes(model, patch_size):
+    """p = 17 (the quick profile's, which the pipeline scores with) and p = 65: the cones
+    change with the hole's size."""
+    torch.manual_seed(3)
+    local_net = LocalNet(patch_size, out_dim=DIM, width=0.25).eval()
+    other = Glance(local_net, model.global_net, model.dad_head).eval()
+    image, valid, box = canvas("letterboxed")
+    stride = 8 if patch_size == 17 else 16
+    expected = other.window_scores(image, valid, box, stride, batch_size=256)
+    fast = fast_window_scores(other, image, valid, box, stride, chunk_size=7)
+    torch.testing.assert_close(fast["iad"], expected["iad"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fast["dad"], expected["dad"], rtol=1e-4, atol=1e-6)
