@@ -173,7 +173,10 @@ def test_first_cell_template_uses_the_configured_repository():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_chapter_starts_with_the_shared_first_cell(path):
-    first = _source(_cells(path)[0]).strip()
+    cell = _cells(path)[0]
+    assert "hide-input" in cell.get("metadata", {}).get("tags", []), (
+        f"{path.name}: tag its first cell 'hide-input' (the set-up is the same on every page)")
+    first = _source(cell).strip()
     assert first == FIRST_CELL.read_text().strip(), (
         f"{path.name}: its first code cell differs from book/_templates/first_cell.py; "
         "copy the template into it (one setup for every chapter)")
