@@ -337,7 +337,7 @@ class _Runner:
                          "local_net": (f"selfsup (SimSiam, {self.prof.distill_iters} + "
                                        f"{self.prof.finetune_iters} iterations)"
                                        if method.selfsup else "distilled"),
-                         "stride": prof.stride, "scorer": "per-window reference"},
+                         "stride": prof.stride, "scorer": "exact fast map (glancing.fast_map)"},
             "model": str(folder.relative_to(self.out)),
         }
         return record, maps
