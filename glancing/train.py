@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -173,6 +174,24 @@ def train_local_net(
 
 # -- stage 3: the Global-Net and the DAD head ----------------------------------------------------
 
+def joint_loss(z_local: torch.Tensor, z_stained: torch.Tensor, z_global: torch.Tensor,
+               dad_head: nn.Module, lambda_t: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """GLANCE's joint loss ``l = l_IAD + lambda_t * l_DAD`` for one batch of patches.
+
+    ``l_IAD`` is the mean of ``s_IAD(Z_l, Z_g)``; ``l_DAD`` is the binary cross-entropy of the
+    DAD head telling ``(Z_l, Z_g)`` (label 1) from ``(Z_s, Z_g)`` (label 0), ``Z_s`` being the
+    Local-Net's feature of the stained patch. All three are ``(B, n)``. Returns the loss and
+    its terms as floats (the training log).
+    """
+    l_iad = iad_score(z_local, z_global).mean()
+    logits = torch.cat([dad_head(z_local, z_global), dad_head(z_stained, z_global)])
+    count = len(z_local)
+    labels = torch.cat([torch.ones(count), torch.zeros(count)]).to(logits.device)
+    l_dad = F.binary_cross_entropy_with_logits(logits, labels)
+    loss = l_iad + lambda_t * l_dad
+    return loss, {"loss": loss.item(), "l_iad": l_iad.item(), "l_dad": l_dad.item()}
+
+
 def train_global_net(
     path: Path,
     global_net: GlobalNet,
@@ -204,7 +223,6 @@ def train_global_net(
         {"params": global_net.parameters(), "lr": lr_global},
         {"params": dad_head.parameters(), "lr": lr_head},
     ])
-    bce = nn.BCEWithLogitsLoss()
 
     def step(_: int) -> dict[str, float]:
         idx = torch.randint(len(images), (batch_size,), generator=generator)
@@ -216,15 +234,11 @@ def train_global_net(
             z_local = local_net(patch)
             z_stained = local_net(stained)
         z_global = global_net.predict(image, hole_mask(region, centers, p), centers)
-        l_iad = iad_score(z_local, z_global).mean()
-        logits = torch.cat([dad_head(z_local, z_global), dad_head(z_stained, z_global)])
-        labels = torch.cat([torch.ones(batch_size), torch.zeros(batch_size)]).to(device)
-        l_dad = bce(logits, labels)
-        loss = l_iad + lambda_t * l_dad
+        loss, terms = joint_loss(z_local, z_stained, z_global, dad_head, lambda_t)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"loss": loss.item(), "l_iad": l_iad.item(), "l_dad": l_dad.item()}
+        return terms
 
     return run_stage("joint", path, iterations, {"global_net": global_net, "dad_head": dad_head},
                      {"adam": optimizer}, generator, step, checkpoint_every, progress)

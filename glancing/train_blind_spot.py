@@ -13,13 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from glancing.data.stains import paste_random_stain
 from glancing.models.blind_spot import BlindSpotNet
-from glancing.models.heads import DADHead, iad_score
+from glancing.models.heads import DADHead
 from glancing.models.local_net import LocalNet, crop_patches, sample_centers
-from glancing.train import StageResult, freeze, run_stage
+from glancing.train import StageResult, freeze, joint_loss, run_stage
 
 __all__ = ["train_blind_spot"]
 
@@ -60,7 +59,6 @@ def train_blind_spot(
         {"params": net.parameters(), "lr": lr_global},
         {"params": dad_head.parameters(), "lr": lr_head},
     ])
-    bce = nn.BCEWithLogitsLoss()
 
     def step(_: int) -> dict[str, float]:
         idx = torch.randint(len(images), (batch_size,), generator=generator)
@@ -74,15 +72,11 @@ def train_blind_spot(
             z_local = local_net(patch)
             z_stained = local_net(stained)
         z_global = net(image, region, centers, index)
-        l_iad = iad_score(z_local, z_global).mean()
-        logits = torch.cat([dad_head(z_local, z_global), dad_head(z_stained, z_global)])
-        labels = torch.cat([torch.ones(len(centers)), torch.zeros(len(centers))]).to(device)
-        l_dad = bce(logits, labels)
-        loss = l_iad + lambda_t * l_dad
+        loss, terms = joint_loss(z_local, z_stained, z_global, dad_head, lambda_t)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"loss": loss.item(), "l_iad": l_iad.item(), "l_dad": l_dad.item()}
+        return terms
 
     return run_stage("blind_spot", path, iterations, {"blind_spot": net, "dad_head": dad_head},
                      {"adam": optimizer}, generator, step, checkpoint_every, progress)
