@@ -69,6 +69,56 @@ def metrics_rows(results: str | Path) -> list[dict]:
     return rows
 
 
+def compare_rows(results: str | Path) -> list[dict]:
+    """One row per finished (comparison, category, method, seed) of every ``compare.json``.
+
+    ``python -m glancing compare`` writes ``compare.json``; each committed one under ``results``
+    is read. Row keys: ``run`` (the folder under ``results``), ``file``, ``data``, ``category``,
+    ``method``, ``kind`` (``glance``, ``ablation`` or ``peer``), ``seed``, the three
+    :data:`METRICS`, ``train_s``, ``ms_per_image``, ``settings`` (the method's own), ``profile``,
+    ``device``, ``commit``, ``command``. Skipped methods (a patch larger than the image) have no
+    row.
+    """
+    results = Path(results)
+    if not results.is_dir():
+        raise GlancingError(f"results folder {results} does not exist")
+    rows = []
+    for path in sorted(results.rglob("compare.json")):
+        report = json.loads(path.read_text())
+        for category, by_method in report["results"].items():
+            for method, by_seed in by_method.items():
+                for record in by_seed.values():
+                    if "metrics" not in record:
+                        continue
+                    provenance = record["provenance"]
+                    rows.append({
+                        "run": path.relative_to(results).parts[0],
+                        "file": str(path.relative_to(results)),
+                        "data": report["data"], "category": category, "method": method,
+                        "kind": record["kind"], "seed": record["seed"],
+                        **{name: record["metrics"][name] for name in METRICS},
+                        "train_s": record["train_s"], "ms_per_image": record["ms_per_image"],
+                        "settings": record["settings"], "profile": report["profile"]["name"],
+                        "device": provenance["device"], "commit": provenance["git_commit"],
+                        "command": provenance["command"],
+                    })
+    return rows
+
+
+def compare_maps(results: str | Path, row: dict) -> dict:
+    """The test maps a comparison saved for ``row`` (a :func:`compare_rows` row), or {}.
+
+    ``compare`` keeps the maps of the first test images of each defect type:
+    ``{"maps": (N, S, S) half tensor, "paths", "defects", "index": (N,) test indices}``.
+    The book commits them only for datasets that may be redistributed.
+    """
+    from glancing import checkpoint
+
+    path = (Path(results) / row["file"]).parent / "maps" / row["category"] / row["method"] / (
+        f"seed{row['seed']}.pt")
+    return checkpoint.load(path) if path.is_file() else {}
+
+
 def losses(results: str | Path, run_file: str, stage: str,
            category: str | None = None) -> list[dict]:
     """The per-iteration loss records of ``stage`` (``distil``, ``finetune``, ``joint``).

@@ -9,6 +9,7 @@ from conftest import write_mvtec_tree
 
 from glancing.cli import main
 from glancing.compare import METHODS, markdown_table
+from glancing.results import compare_maps, compare_rows
 
 METRICS = ("pixel_auroc", "au_pro", "image_auroc")
 # Two trained GLANCE models (base, and no fine-tuning, which reuses the distillation), the
@@ -81,3 +82,18 @@ def test_other_settings_in_the_same_folder_are_refused(compared, capsys):
     quick = [a if a != "ci" else "quick" for a in args]
     assert main(quick) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_the_book_reads_a_comparison(compared):
+    out, _ = compared
+    rows = [row for row in compare_rows(out.parent) if row["file"] == f"{out.name}/compare.json"]
+    # one row per finished method (the skipped p65 has none), provenance on each
+    assert sorted(row["method"] for row in rows) == sorted(m for m in CHOSEN if m != "glance-p65")
+    for row in rows:
+        assert row["run"] == out.name and row["kind"] in ("glance", "ablation", "peer")
+        assert row["category"] == "widget" and row["profile"] == "ci" and row["seed"] == 0
+        assert 0.0 <= row["pixel_auroc"] <= 1.0 and row["train_s"] >= 0.0
+        assert row["commit"] and row["command"].startswith("python -m glancing compare")
+    saved = compare_maps(out.parent, next(r for r in rows if r["method"] == "padim"))
+    assert saved["maps"].shape[0] == len(saved["defects"]) == len(saved["index"]) > 0
+    assert compare_maps(out.parent, {**rows[0], "method": "none"}) == {}

@@ -18,8 +18,9 @@ from glancing.config import PROFILES
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 MANIFEST = yaml.safe_load((RESULTS / "results.yml").read_text())["runs"]
-# Top-level metrics.json files record the run's profile (per-category ones do not).
-RUN_FILES = sorted(p for p in RESULTS.rglob("metrics.json")
+# Top-level metrics.json files record the run's profile (per-category ones do not), and so does
+# every compare.json of `python -m glancing compare`.
+RUN_FILES = sorted(p for name in ("metrics.json", "compare.json") for p in RESULTS.rglob(name)
                    if "profile" in json.loads(p.read_text()))
 
 
