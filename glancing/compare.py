@@ -420,23 +420,33 @@ class _Runner:
 
     def write_report(self) -> dict:
         """compare.json and compare.md from every result file under ``results/``."""
-        from glancing import checkpoint
+        return write_report(self.out, self.settings(), self.provenance())
 
-        results: dict = {}
-        for path in sorted((self.out / "results").glob("*/*/seed*.json")):
-            record = json.loads(path.read_text())
-            results.setdefault(record["category"], {}).setdefault(record["method"], {})[
-                str(record["seed"])] = record
-        order = {name: i for i, name in enumerate(METHODS)}
-        results = {cat: dict(sorted(by_method.items(), key=lambda kv: order.get(kv[0], 99)))
-                   for cat, by_method in sorted(results.items())}
-        report = {**self.settings(), "provenance": self.provenance(), "methods": {
-            name: {"kind": m.kind, "variant": m.variant} for name, m in METHODS.items()},
-            "results": results}
-        checkpoint.save_json(report, self.out / "compare.json")
-        with checkpoint.atomic_write(self.out / "compare.md", "w") as handle:
-            handle.write(markdown_table(report))
-        return report
+
+def write_report(out: Path, settings: dict, provenance: dict) -> dict:
+    """Rebuild ``out``'s compare.json and compare.md from its ``results/*/*/seed*.json``.
+
+    ``settings`` is the comparison's (``settings.json``); ``provenance`` describes who wrote the
+    report (each result keeps its own provenance, so a report merged from several folders by
+    ``tools/book_compare.py`` loses nothing).
+    """
+    from glancing import checkpoint
+
+    results: dict = {}
+    for path in sorted((out / "results").glob("*/*/seed*.json")):
+        record = json.loads(path.read_text())
+        results.setdefault(record["category"], {}).setdefault(record["method"], {})[
+            str(record["seed"])] = record
+    order = {name: i for i, name in enumerate(METHODS)}
+    results = {cat: dict(sorted(by_method.items(), key=lambda kv: order.get(kv[0], 99)))
+               for cat, by_method in sorted(results.items())}
+    report = {**settings, "provenance": provenance, "methods": {
+        name: {"kind": m.kind, "variant": m.variant} for name, m in METHODS.items()},
+        "results": results}
+    checkpoint.save_json(report, out / "compare.json")
+    with checkpoint.atomic_write(out / "compare.md", "w") as handle:
+        handle.write(markdown_table(report))
+    return report
 
 
 def _gallery_indices(defects: list[str]) -> list[int]:

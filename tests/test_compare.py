@@ -97,3 +97,54 @@ def test_the_book_reads_a_comparison(compared):
     saved = compare_maps(out.parent, next(r for r in rows if r["method"] == "padim"))
     assert saved["maps"].shape[0] == len(saved["defects"]) == len(saved["index"]) > 0
     assert compare_maps(out.parent, {**rows[0], "method": "none"}) == {}
+
+
+def _book_compare():
+    """tools/book_compare.py, imported from its file (tools/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "book_compare.py"
+    spec = importlib.util.spec_from_file_location("book_compare", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_book_compare_merges_folders_and_keeps_a_small_gallery(compared, tmp_path):
+    import shutil
+
+    import torch
+
+    from glancing.errors import GlancingError
+
+    tool = _book_compare()
+    out, _ = compared
+    # two halves of the comparison, as two processes would have written them
+    halves = [tmp_path / "a", tmp_path / "b"]
+    records = sorted((out / "results").glob("*/*/seed*.json"))
+    for k, half in enumerate(halves):
+        half.mkdir()
+        shutil.copy(out / "settings.json", half / "settings.json")
+        for path in records[k::2]:
+            target = half / path.relative_to(out)
+            target.parent.mkdir(parents=True)
+            shutil.copy(path, target)
+    merged = tool.merge(tmp_path / "book", halves)
+    original = json.loads((out / "compare.json").read_text())
+    assert merged["results"] == original["results"]
+    assert merged["provenance"]["sources"] == ["a", "b"]
+    assert (tmp_path / "book" / "compare.md").read_text() == (out / "compare.md").read_text()
+    assert not (tmp_path / "book" / "maps").exists()  # not the embedded data: no maps
+    tool.merge(tmp_path / "book", halves[:1])  # again: only adds
+    # a result that differs between two sources is refused
+    changed = halves[1] / records[1].relative_to(out)
+    changed.write_text(changed.read_text().replace('"seed": 0', '"seed": 0, "x": 1'))
+    with pytest.raises(GlancingError, match="differs"):
+        tool.merge(tmp_path / "book", halves)
+    # the gallery: first map of each defect type, 64 px, half precision
+    saved = {"maps": torch.rand(5, 128, 128).half(), "paths": list("abcde"),
+             "defects": ["good", "good", "hole", "stain", "hole"], "index": torch.arange(5)}
+    small = tool.small_gallery(saved)
+    assert small["maps"].shape == (3, 64, 64) and small["maps"].dtype == torch.float16
+    assert small["defects"] == ["good", "hole", "stain"] and small["index"].tolist() == [0, 2, 3]
