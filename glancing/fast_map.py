@@ -38,6 +38,7 @@ from glancing.models.global_net import GlobalNet
 from glancing.models.heads import iad_score
 from glancing.models.partial_conv import PartialConv2d
 from glancing.score_map import assemble_fast, window_centers
+from glancing.scoring import head_maps
 
 __all__ = ["fast_global_features", "fast_score_maps", "fast_window_scores", "local_features_at"]
 
@@ -346,9 +347,4 @@ def fast_score_maps(model, image: Tensor, valid: Tensor, box, stride: int,
 def maps_from_scores_fast(model, scores: dict[str, Tensor], size: tuple[int, int],
                           lambda_s: float | None = None) -> dict[str, Tensor]:
     """:meth:`Glance.maps_from_scores` with the vectorised :func:`assemble_fast`."""
-    maps = {head: assemble_fast(model.normalizer.normalize(head, scores[head]),
-                                scores["centers"], model.patch_size, size)
-            for head in ("iad", "dad")}
-    lam = model.normalizer.lambda_s if lambda_s is None else lambda_s
-    maps["combined"] = lam * maps["iad"] + (1 - lam) * maps["dad"]
-    return maps
+    return head_maps(model.normalizer, scores, model.patch_size, size, lambda_s, assemble_fast)

@@ -15,6 +15,8 @@ applied here per head. The statistics are buffers: a saved model scores the same
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -50,3 +52,21 @@ class ScoreNormalizer(nn.Module):
         """s = lambda_s s_IAD' + (1 - lambda_s) s_DAD', on normalised heads."""
         lam = self.lambda_s if lambda_s is None else lambda_s
         return lam * self.normalize("iad", s_iad) + (1 - lam) * self.normalize("dad", s_dad)
+
+
+def head_maps(normalizer: ScoreNormalizer, scores: dict[str, torch.Tensor], patch_size: int,
+              size: tuple[int, int], lambda_s: float | None, assemble: Callable
+              ) -> dict[str, torch.Tensor]:
+    """Normalised ``(H, W)`` maps ``{"iad", "dad", "combined"}`` from one image's window scores.
+
+    Each head's window scores (``scores["iad"]``, ``scores["dad"]``, windows at
+    ``scores["centers"]``) are normalised, then averaged per pixel by ``assemble``
+    (:func:`glancing.score_map.assemble`, or its vectorised twin ``assemble_fast``); the
+    combined map is lambda_s * IAD + (1 - lambda_s) * DAD, equal to combining per window since
+    the per-pixel mean is linear.
+    """
+    maps = {head: assemble(normalizer.normalize(head, scores[head]), scores["centers"],
+                           patch_size, size) for head in HEADS}
+    lam = normalizer.lambda_s if lambda_s is None else lambda_s
+    maps["combined"] = lam * maps["iad"] + (1 - lam) * maps["dad"]
+    return maps

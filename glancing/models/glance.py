@@ -15,7 +15,7 @@ from glancing.models.global_net import GlobalNet, hole_mask
 from glancing.models.heads import DADHead, iad_score
 from glancing.models.local_net import LocalNet, crop_patches
 from glancing.score_map import assemble, window_centers
-from glancing.scoring import ScoreNormalizer
+from glancing.scoring import ScoreNormalizer, head_maps
 
 
 class Glance(nn.Module):
@@ -76,9 +76,4 @@ class Glance(nn.Module):
     def maps_from_scores(self, scores: dict[str, torch.Tensor], size: tuple[int, int],
                          lambda_s: float | None = None) -> dict[str, torch.Tensor]:
         """Assemble :meth:`window_scores` output into normalised ``(H, W)`` maps."""
-        maps = {head: assemble(self.normalizer.normalize(head, scores[head]),
-                               scores["centers"], self.patch_size, size)
-                for head in ("iad", "dad")}
-        lam = self.normalizer.lambda_s if lambda_s is None else lambda_s
-        maps["combined"] = lam * maps["iad"] + (1 - lam) * maps["dad"]
-        return maps
+        return head_maps(self.normalizer, scores, self.patch_size, size, lambda_s, assemble)
