@@ -8,8 +8,8 @@ their finished results into one book folder and rebuilds ``compare.json`` / ``co
 
 What is copied: ``settings.json`` (all sources must agree), ``results/`` (a result present in
 two sources must be identical), and, for the embedded dataset only (Magnetic Tile and MVTec AD
-may not be redistributed), a small gallery: for every method, the saved map of the first test
-image of each defect type, resized to :data:`GALLERY_SIDE` pixels (antialiased) in half
+may not be redistributed), a small gallery: for each method of :data:`GALLERY_METHODS`, the saved
+map of the first test image of each defect type, resized to :data:`GALLERY_SIDE` pixels (antialiased) in half
 precision, under ``maps/`` in the layout :func:`glancing.results.compare_maps` reads. Trained
 models and checkpoints stay behind (too large for the book). Run it again as more results
 finish: it only adds.
@@ -28,6 +28,10 @@ from glancing.compare import write_report
 from glancing.errors import GlancingError
 
 GALLERY_SIDE = 64
+# The methods whose maps the book shows (the lambda_s rows rescore the glance model, so their
+# maps add little): about 60 kB each per category.
+GALLERY_METHODS = ("glance", "glance-iad", "glance-dad", "glance-selfsup", "students", "padim",
+                   "patchcore")
 
 
 def first_of_each_defect(saved: dict) -> list[int]:
@@ -79,7 +83,8 @@ def merge(target: Path, sources: list[Path]) -> dict:
             commands.add(record["provenance"]["command"])
             maps = source / "maps" / relative.parent.relative_to("results") / (
                 relative.stem + ".pt")
-            if settings["data"] == "embedded" and maps.is_file():
+            if (settings["data"] == "embedded" and record["method"] in GALLERY_METHODS
+                    and maps.is_file()):
                 checkpoint.save(small_gallery(checkpoint.load(maps)),
                                 target / "maps" / maps.relative_to(source / "maps"))
     provenance = {"written_by": "tools/book_compare.py",
