@@ -196,10 +196,11 @@ class _Runner:
         import torch
 
         import glancing
-        from glancing.pipeline import _device_name
+        from glancing.pipeline import _device_name, cpu_description
 
         return {"glancing": glancing.__version__, "git_commit": self.commit,
                 "command": self.command, "device": _device_name(self.dev),
+                "cpu": cpu_description(),
                 "torch": torch.__version__, "python": platform.python_version()}
 
     # shared pieces -------------------------------------------------------------------------

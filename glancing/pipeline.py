@@ -202,7 +202,8 @@ def run(data: str = "embedded", category: str = "all", profile: str | Profile | 
         "profile": dataclasses.asdict(prof), "seed": prof.seed,
         "teacher": {"spec": str(teacher), "name": teach.name, "weights": teach.weights,
                     "dim": teach.dim, "input_size": teach.input_size},
-        "device": _device_name(dev), "scoring": "exact fast map (glancing.fast_map)",
+        "device": _device_name(dev), "cpu": cpu_description(),
+        "scoring": "exact fast map (glancing.fast_map)",
         "torch": torch.__version__,
         "python": platform.python_version(),
         "shared": {"teacher_descriptors_s": descriptor_seconds, "distil_s": distil.seconds,
@@ -343,6 +344,20 @@ def _claim_output(out: Path, settings: dict) -> None:
                 "use another --out, or delete that folder to start over")
         return
     checkpoint.save_json(settings, marker)
+
+
+def cpu_description() -> str:
+    """The CPU's model and the instruction set PyTorch's kernels use on it (``AVX2``,
+    ``AVX512`` ...): the same code, seed and thread count can train a different model on
+    another CPU, since the kernels' float sums differ."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def _device_name(dev: torch.device) -> str:

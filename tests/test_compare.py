@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import write_mvtec_tree
 
 from glancing.cli import main
@@ -48,6 +49,7 @@ def test_compare_writes_every_method(compared):
             assert 0.0 <= record["metrics"][name] <= 1.0, (method, name)
         assert record["train_s"] > 0 and record["ms_per_image"] > 0
         assert record["provenance"]["command"].startswith("python -m glancing compare")
+        assert torch.backends.cpu.get_cpu_capability() in record["provenance"]["cpu"]
         assert (out / "maps" / "widget" / method / "seed0.pt").is_file()
     # the lambda_s variants rescore one model: same training time, other metrics possible
     assert results["glance-iad"]["0"]["train_s"] == results["glance"]["0"]["train_s"]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import write_mvtec_tree
 
 from glancing.cli import main
@@ -60,6 +61,7 @@ def test_run_writes_metrics_figure_and_checkpoints(tree, trained):
     assert set(result["seconds"]) >= {"finetune", "joint", "calibrate", "evaluate"}
     assert report["teacher"]["name"] == "efficientnet_lite0" and report["seed"] == 0
     assert report["profile"]["name"] == "ci" and report["device"].startswith("cpu")
+    assert report["cpu"].endswith(torch.backends.cpu.get_cpu_capability())
     assert report["command"].startswith("python -m glancing run --data ")
     # the last two parts of the path only, never the machine's folders
     assert report["data"]["root"] == f"{tree.parent.name}/{tree.name}"
