@@ -363,5 +363,7 @@ def cpu_description() -> str:
 def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return (f"cpu ({platform.processor() or platform.machine()}, {threads} "
+            f"thread{'' if threads == 1 else 's'})")
 

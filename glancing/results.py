@@ -69,48 +69,86 @@ def metrics_rows(results: str | Path) -> list[dict]:
     return rows
 
 
+# The methods whose maps the book keeps for its gallery (tools/book_compare.py); the lambda_s
+# rows rescore the glance model, so their maps would add little.
+GALLERY_METHODS = ("glance", "glance-iad", "glance-dad", "glance-selfsup", "students", "padim",
+                   "patchcore")
+
+
+def _comparisons(results: Path):
+    """(path, report) of every compare.json under ``results``, sorted."""
+    if not results.is_dir():
+        raise GlancingError(f"results folder {results} does not exist")
+    for path in sorted(results.rglob("compare.json")):
+        yield path, json.loads(path.read_text())
+
+
 def compare_rows(results: str | Path) -> list[dict]:
     """One row per finished (comparison, category, method, seed) of every ``compare.json``.
 
     ``python -m glancing compare`` writes ``compare.json``; each committed one under ``results``
     is read. Row keys: ``run`` (the folder under ``results``), ``file``, ``data``, ``category``,
     ``method``, ``kind`` (``glance``, ``ablation`` or ``peer``), ``seed``, the three
-    :data:`METRICS`, ``train_s``, ``ms_per_image``, ``settings`` (the method's own), ``profile``,
-    ``device``, ``commit``, ``command``. Skipped methods (a patch larger than the image) have no
-    row.
+    :data:`METRICS`, ``train_s``, ``ms_per_image``, ``wall_s``, ``settings`` (the method's own),
+    ``profile``, ``device``, ``cpu`` (None before it was recorded), ``commit``, ``command``.
+    Skipped methods (a patch larger than the image) have no row: see :func:`compare_progress`.
     """
     results = Path(results)
-    if not results.is_dir():
-        raise GlancingError(f"results folder {results} does not exist")
     rows = []
-    for path in sorted(results.rglob("compare.json")):
-        report = json.loads(path.read_text())
+    for path, report in _comparisons(results):
         for category, by_method in report["results"].items():
             for method, by_seed in by_method.items():
                 for record in by_seed.values():
                     if "metrics" not in record:
                         continue
-                    provenance = record["provenance"]
-                    rows.append({
-                        "run": path.relative_to(results).parts[0],
-                        "file": str(path.relative_to(results)),
-                        "data": report["data"], "category": category, "method": method,
-                        "kind": record["kind"], "seed": record["seed"],
-                        **{name: record["metrics"][name] for name in METRICS},
-                        "train_s": record["train_s"], "ms_per_image": record["ms_per_image"],
-                        "settings": record["settings"], "profile": report["profile"]["name"],
-                        "device": provenance["device"], "commit": provenance["git_commit"],
-                        "command": provenance["command"],
-                    })
+                    try:
+                        provenance = record["provenance"]
+                        rows.append({
+                            "run": path.relative_to(results).parts[0],
+                            "file": str(path.relative_to(results)),
+                            "data": report["data"], "category": category, "method": method,
+                            "kind": record["kind"], "seed": record["seed"],
+                            **{name: record["metrics"][name] for name in METRICS},
+                            "train_s": record["train_s"], "ms_per_image": record["ms_per_image"],
+                            "wall_s": record.get("wall_s"), "settings": record["settings"],
+                            "profile": report["profile"]["name"], "device": provenance["device"],
+                            "cpu": provenance.get("cpu"), "commit": provenance["git_commit"],
+                            "command": provenance["command"],
+                        })
+                    except KeyError as missing:
+                        raise GlancingError(
+                            f"{path}: the {category}/{method} result lacks {missing}; rebuild the "
+                            "file with the current `python -m glancing compare`") from None
     return rows
+
+
+def compare_progress(results: str | Path) -> dict:
+    """How far each comparison has come: ``{(run, category): {"finished", "skipped",
+    "missing"}}``, each a list of method names (``missing``: in ``compare.json``'s method list
+    but with no result yet, for any seed)."""
+    results = Path(results)
+    progress = {}
+    for path, report in _comparisons(results):
+        run = path.relative_to(results).parts[0]
+        for category, by_method in report["results"].items():
+            finished = [m for m, by_seed in by_method.items()
+                        if any("metrics" in r for r in by_seed.values())]
+            skipped = [m for m, by_seed in by_method.items()
+                       if all("skipped" in r for r in by_seed.values())]
+            missing = [m for m in report["methods"] if m not in by_method]
+            progress[run, category] = {"finished": finished, "skipped": skipped,
+                                       "missing": missing}
+    return progress
 
 
 def compare_maps(results: str | Path, row: dict) -> dict:
     """The test maps a comparison saved for ``row`` (a :func:`compare_rows` row), or {}.
 
     ``compare`` keeps the maps of the first test images of each defect type:
-    ``{"maps": (N, S, S) half tensor, "paths", "defects", "index": (N,) test indices}``.
-    The book commits them only for datasets that may be redistributed.
+    ``{"maps": (N, S, S) half tensor, "paths", "defects", "index": (N,) test indices}``; the
+    indices refer to the test split drawn with the comparison's ``split_seed`` (its
+    ``settings.json``). The book commits them only for datasets that may be redistributed, and
+    only for :data:`GALLERY_METHODS` (``tools/book_compare.py``).
     """
     from glancing import checkpoint
 

@@ -84,6 +84,14 @@ def test_students_shapes_and_planted_defect(data, tmp_path):
     again = StudentEnsemble(teacher_net, ensemble=2, iterations=40, batch_size=16, lr=1e-3,
                             work_dir=tmp_path).fit(train, valid, train[:4], valid[:4])
     assert all(stage.reused for stage in again.stages)
+    # the standardisation only counts windows centred on image pixels (not letterbox padding)
+    e, v = model._window_scores(train[:1])  # (1, h, w)
+    p, stride = teacher_net.patch_size, teacher_net.stride
+    only = torch.zeros(1, 1, SIZE, SIZE, dtype=torch.bool)
+    only[0, 0, p // 2, p // 2] = only[0, 0, p // 2 + stride, p // 2] = True  # windows (0,0), (1,0)
+    model._standardise(train[:1], only)
+    assert model.stats["e_mean"] == pytest.approx(float(e[0, :2, 0].mean()), rel=1e-5)
+    assert model.stats["v_mean"] == pytest.approx(float(v[0, :2, 0].mean()), rel=1e-5)
 
 
 def test_centre_map_puts_each_window_at_its_centre():

@@ -10,7 +10,7 @@ from conftest import write_mvtec_tree
 
 from glancing.cli import main
 from glancing.compare import METHODS, markdown_table
-from glancing.results import compare_maps, compare_rows
+from glancing.results import compare_maps, compare_progress, compare_rows
 
 METRICS = ("pixel_auroc", "au_pro", "image_auroc")
 # Two trained GLANCE models (base, and no fine-tuning, which reuses the distillation), the
@@ -99,6 +99,10 @@ def test_the_book_reads_a_comparison(compared):
     saved = compare_maps(out.parent, next(r for r in rows if r["method"] == "padim"))
     assert saved["maps"].shape[0] == len(saved["defects"]) == len(saved["index"]) > 0
     assert compare_maps(out.parent, {**rows[0], "method": "none"}) == {}
+    progress = compare_progress(out.parent)[out.name, "widget"]
+    assert progress["skipped"] == ["glance-p65"]
+    assert sorted(progress["finished"]) == sorted(m for m in CHOSEN if m != "glance-p65")
+    assert sorted(progress["missing"]) == sorted(m for m in METHODS if m not in CHOSEN)
 
 
 def _book_compare():
@@ -144,6 +148,10 @@ def test_book_compare_merges_folders_and_keeps_a_small_gallery(compared, tmp_pat
     changed.write_text(changed.read_text().replace('"seed": 0', '"seed": 0, "x": 1'))
     with pytest.raises(GlancingError, match="differs"):
         tool.merge(tmp_path / "book", halves)
+    # the command line: usage, and one clear line (nothing written) for a wrong folder
+    assert tool.main([]) == 2
+    assert tool.main([str(tmp_path / "new"), str(tmp_path / "none")]) == 1
+    assert not (tmp_path / "new").exists()
     # the gallery: first map of each defect type, 64 px, half precision
     saved = {"maps": torch.rand(5, 128, 128).half(), "paths": list("abcde"),
              "defects": ["good", "good", "hole", "stain", "hole"], "index": torch.arange(5)}

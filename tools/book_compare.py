@@ -8,11 +8,11 @@ their finished results into one book folder and rebuilds ``compare.json`` / ``co
 
 What is copied: ``settings.json`` (all sources must agree), ``results/`` (a result present in
 two sources must be identical), and, for the embedded dataset only (Magnetic Tile and MVTec AD
-may not be redistributed), a small gallery: for each method of :data:`GALLERY_METHODS`, the saved
-map of the first test image of each defect type, resized to :data:`GALLERY_SIDE` pixels (antialiased) in half
-precision, under ``maps/`` in the layout :func:`glancing.results.compare_maps` reads. Trained
-models and checkpoints stay behind (too large for the book). Run it again as more results
-finish: it only adds.
+may not be redistributed), a small gallery: for each method of
+``glancing.results.GALLERY_METHODS``, the saved map of the first test image of each defect type,
+resized to :data:`GALLERY_SIDE` pixels (antialiased) in half precision, under ``maps/`` in the
+layout :func:`glancing.results.compare_maps` reads. Trained models and checkpoints stay behind
+(too large for the book). Run it again as more results finish: it only adds.
 """
 
 from __future__ import annotations
@@ -26,12 +26,9 @@ import torch.nn.functional as F
 from glancing import checkpoint
 from glancing.compare import write_report
 from glancing.errors import GlancingError
+from glancing.results import GALLERY_METHODS, manifest
 
-GALLERY_SIDE = 64
-# The methods whose maps the book shows (the lambda_s rows rescore the glance model, so their
-# maps add little): about 60 kB each per category.
-GALLERY_METHODS = ("glance", "glance-iad", "glance-dad", "glance-selfsup", "students", "padim",
-                   "patchcore")
+GALLERY_SIDE = 64  # about 60 kB per (category, method)
 
 
 def first_of_each_defect(saved: dict) -> list[int]:
@@ -63,8 +60,10 @@ def merge(target: Path, sources: list[Path]) -> dict:
                                 "'python -m glancing compare'")
         these = json.loads(path.read_text())
         if settings is not None and these != settings:
-            raise GlancingError(f"{source} was run with other settings than {sources[0]}: "
-                                "merge only comparisons of the same data and profile")
+            changed = sorted(k for k in these if settings.get(k) != these[k])
+            raise GlancingError(f"{source} was run with other settings than {sources[0]} "
+                                f"({', '.join(changed)}): merge only comparisons of the same "
+                                "data and profile")
         settings = these
     if (target / "settings.json").is_file() and json.loads(
             (target / "settings.json").read_text()) != settings:
@@ -93,10 +92,19 @@ def merge(target: Path, sources: list[Path]) -> dict:
     return write_report(target, settings, provenance)
 
 
-def main(target: str, *sources: str) -> int:
-    if not sources:
-        raise SystemExit(__doc__)
-    report = merge(Path(target), [Path(s) for s in sources])
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        print("usage: " + __doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    target, sources = Path(argv[0]), [Path(s) for s in argv[1:]]
+    try:
+        report = merge(target, sources)
+    except GlancingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if target.parent.name == "results" and target.name not in manifest(target.parent):
+        print(f"note: declare {target.name} in {target.parent / 'results.yml'} (what it is, "
+              "and any profile overrides); tests/test_results.py checks it", file=sys.stderr)
     done = sum(len(by_method) for by_method in report["results"].values())
     size = sum(p.stat().st_size for p in Path(target).rglob("*") if p.is_file()) / 1e6
     print(f"{target}: {done} (category, method) results over {len(report['results'])} "
@@ -105,4 +113,4 @@ def main(target: str, *sources: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

@@ -124,7 +124,9 @@ class StudentEnsemble:
                 self.stages.append(self._train_student(student, images, valid, m, folder))
                 self.students.append(freeze(student))
         started = time.perf_counter()
-        self._standardise(images if val_images is None else val_images)
+        if val_images is None:
+            val_images, val_valid = images, valid
+        self._standardise(val_images, val_valid)
         self.calibrate_seconds = time.perf_counter() - started
         return self
 
@@ -165,8 +167,17 @@ class StudentEnsemble:
             variances.append((predictions.pow(2).sum(2).mean(0) - mean.pow(2).sum(1)).cpu())
         return torch.cat(errors), torch.cat(variances)
 
-    def _standardise(self, images: Tensor) -> None:
-        e, v = self._window_scores(images)
+    def _standardise(self, images: Tensor, valid: Tensor | None = None) -> None:
+        """Mean and std of ``e`` and ``v`` over the windows of normal images whose centre is an
+        image pixel (``valid (N, 1, S, S)``; letterbox padding is never scored, so it must not
+        set the scale either)."""
+        e, v = self._window_scores(images)  # (N, h, w) each
+        if valid is not None:
+            p, stride = self.teacher.patch_size, self.teacher.stride
+            rows = torch.arange(e.shape[1]) * stride + p // 2
+            cols = torch.arange(e.shape[2]) * stride + p // 2
+            inside = valid[:, 0][:, rows][:, :, cols].cpu()  # (N, h, w) bool
+            e, v = e[inside], v[inside]
         self.stats = {"e_mean": float(e.mean()), "e_std": float(e.std().clamp_min(1e-12)),
                       "v_mean": float(v.mean()), "v_std": float(v.std().clamp_min(1e-12))}
 
