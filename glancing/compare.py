@@ -17,6 +17,9 @@ Methods (:data:`METHODS`):
   ``glance-random-teacher`` (EfficientNet-Lite0 randomly initialised), ``glance-selfsup``
   (no teacher: SimSiam on the category's patches, :mod:`glancing.selfsup`, with the iterations
   and batch of distillation + fine-tuning);
+- ``glance-one-pass`` (beyond the paper): the base model's Local-Net with the blind-spot
+  one-pass net (:mod:`glancing.models.blind_spot`) in place of the Global-Net, trained with the
+  same objectives and the Global-Net's budget (:func:`glancing.train_blind_spot.train_one_pass`);
 - peers: ``students`` (Uninformed Students on GLANCE's fine-tuned Local-Net), ``padim``,
   ``patchcore`` (:mod:`glancing.baselines`).
 
@@ -28,6 +31,7 @@ Under ``--out``::
     seed<k>/distil/<teacher>-p<p>-lc<c>/       a distilled Local-Net, shared by categories
     seed<k>/glance-<variant>/<category>/       a GLANCE run (:func:`glancing.pipeline.run_category`)
     seed<k>/students/<category>/               the students' checkpoints
+    seed<k>/one-pass/<category>/               the one-pass net's checkpoint
     compare.json, compare.md                   everything so far, rebuilt after each result
 
 Training seconds (``train_s``) count every stage a method needs from scratch on one category,
@@ -58,13 +62,14 @@ class Method:
     """One row of the table: a GLANCE model (``variant``) scored with ``lambda_s``, or a peer."""
 
     name: str
-    kind: str  # "glance", "ablation" or "peer"
+    kind: str  # "glance", "ablation", "extension" (beyond the paper) or "peer"
     variant: str | None = None  # the trained GLANCE model it uses (None for peers)
     lambda_s: float | None = None  # None: the profile's
     patch_size: int | None = None  # None: the profile's
     teacher: str = DEFAULT_TEACHER
     overrides: tuple = ()  # (field, value) pairs replaced in the profile
     selfsup: bool = False
+    one_pass: bool = False  # the blind-spot net in place of the Global-Net
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -81,6 +86,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            overrides=(("lambda_c", 0.0),)),
     Method("glance-random-teacher", "ablation", "random-teacher", teacher=RANDOM_TEACHER),
     Method("glance-selfsup", "ablation", "selfsup", selfsup=True),
+    Method("glance-one-pass", "extension", "one-pass", one_pass=True),
     Method("students", "peer"),
     Method("padim", "peer"),
     Method("patchcore", "peer"),
@@ -343,6 +349,52 @@ class _Runner:
         }
         return record, maps
 
+    def one_pass_result(self, method: Method, category: str, seed: int) -> tuple[dict, object]:
+        """The base model's Local-Net with a blind-spot net trained in place of its Global-Net."""
+        import torch
+
+        from glancing import metrics
+        from glancing.fast_map import maps_from_scores_fast
+        from glancing.pipeline import load_model
+        from glancing.train_blind_spot import POSITIONS_PER_IMAGE, train_one_pass
+
+        base_result, base_folder, base_upstream = self.glance_run(METHODS["glance"], category,
+                                                                  seed)
+        prof = self.variant_profile(method, seed)
+        splits = self.splits(category)
+        test = splits["test"]
+        local_net = load_model(base_folder, self.dev)[0].local_net
+        model, seconds = train_one_pass(
+            local_net, splits["train"], splits["val"], prof,
+            self.out / f"seed{seed}" / "one-pass" / category / "blind-spot.pt", self.dev,
+            seed=seed + 2, progress=self.progress)
+        size = (self.prof.image_size, self.prof.image_size)
+        started = time.perf_counter()
+        maps = torch.stack([
+            maps_from_scores_fast(model, model.window_scores(
+                image.to(self.dev), valid.to(self.dev), box.tolist(), prof.stride),
+                size)["combined"].cpu()
+            for image, valid, box in zip(test["image"], test["valid"], test["box"], strict=True)])
+        ms = 1000 * (time.perf_counter() - started) / len(maps)
+        values = metrics.evaluate(maps, test["mask"][:, 0], test["label"],
+                                  valid=test["valid"][:, 0])
+        upstream_s = base_upstream + sum(base_result["seconds"].get(k, 0.0)
+                                         for k in ("finetune_teacher", "finetune"))
+        record = {
+            "metrics": {k: values[k] for k in METRICS},
+            "train_s": upstream_s + seconds["train"] + seconds["calibrate"],
+            "ms_per_image": ms,
+            "settings": {"patch_size": prof.patch_size, "lambda_s": prof.lambda_s,
+                         "teacher": method.teacher, "local_net": "the base model's",
+                         "global_net": (f"blind-spot one-pass net, {prof.joint_iters} steps x "
+                                        f"{max(1, prof.batch_size // POSITIONS_PER_IMAGE)} "
+                                        f"images x {POSITIONS_PER_IMAGE} positions"),
+                         "stride": prof.stride, "scorer": "one pass (glancing.models.blind_spot)"},
+            "model": str((self.out / f"seed{seed}" / "one-pass" / category
+                          ).relative_to(self.out)),
+        }
+        return record, maps
+
     # peers ---------------------------------------------------------------------------------
     def peer_result(self, method: Method, category: str, seed: int) -> tuple[dict, object]:
         from glancing import metrics
@@ -405,8 +457,9 @@ class _Runner:
             record = {"skipped": "the profile's own patch size: see 'glance'"}
         else:
             started = time.perf_counter()
-            record, maps = (self.peer_result if method.kind == "peer"
-                            else self.glance_result)(method, category, seed)
+            produce = (self.peer_result if method.kind == "peer" else
+                       self.one_pass_result if method.one_pass else self.glance_result)
+            record, maps = produce(method, category, seed)
             record["wall_s"] = time.perf_counter() - started
             test = self.splits(category)["test"]
             keep = _gallery_indices(test["defect"])

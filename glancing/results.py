@@ -88,7 +88,7 @@ def compare_rows(results: str | Path) -> list[dict]:
 
     ``python -m glancing compare`` writes ``compare.json``; each committed one under ``results``
     is read. Row keys: ``run`` (the folder under ``results``), ``file``, ``data``, ``category``,
-    ``method``, ``kind`` (``glance``, ``ablation`` or ``peer``), ``seed``, the three
+    ``method``, ``kind`` (``glance``, ``ablation``, ``extension`` or ``peer``), ``seed``, the three
     :data:`METRICS`, ``train_s``, ``ms_per_image``, ``wall_s``, ``settings`` (the method's own),
     ``profile``, ``device``, ``cpu`` (None before it was recorded), ``commit``, ``command``.
     Skipped methods (a patch larger than the image) have no row: see :func:`compare_progress`.

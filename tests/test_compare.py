@@ -14,11 +14,12 @@ from glancing.results import compare_maps, compare_progress, compare_rows
 
 METRICS = ("pixel_auroc", "au_pro", "image_auroc")
 # Two trained GLANCE models (base, and no fine-tuning, which reuses the distillation), the
-# rescored lambda_s variants, a skipped one and the three peers: every kind of result, in about
-# a minute. (The self-supervised Local-Net is tested in test_baselines.py; every method ran on
-# embedded brick in the ci profile when this was written.)
+# rescored lambda_s variants, a skipped one, the one-pass net on the base Local-Net and the
+# three peers: every kind of result, in about a minute. (The self-supervised Local-Net is
+# tested in test_baselines.py; every method ran on embedded brick in the ci profile when this
+# was written.)
 CHOSEN = ("glance", "glance-iad", "glance-ls0.5", "glance-dad", "glance-p65",
-          "glance-no-finetune", "students", "padim", "patchcore")
+          "glance-no-finetune", "glance-one-pass", "students", "padim", "patchcore")
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,11 @@ def test_compare_writes_every_method(compared):
     assert results["glance-iad"]["0"]["train_s"] == results["glance"]["0"]["train_s"]
     assert results["glance-iad"]["0"]["settings"]["lambda_s"] == 1.0
     assert results["glance-no-finetune"]["0"]["settings"]["finetune_iters"] == 0
+    # the one-pass net reuses the base model's Local-Net: its training time includes the base
+    # model's Local-Net stages but not the Global-Net's joint stage
+    one_pass = results["glance-one-pass"]["0"]
+    assert one_pass["kind"] == "extension" and one_pass["settings"]["scorer"].startswith("one pass")
+    assert (out / one_pass["model"] / "blind-spot.pt").is_file()
     table = (out / "compare.md").read_text()
     assert table == markdown_table(report)
     assert "| patchcore | peer | 1 |" in table and "skipped" in table
@@ -92,7 +98,7 @@ def test_the_book_reads_a_comparison(compared):
     # one row per finished method (the skipped p65 has none), provenance on each
     assert sorted(row["method"] for row in rows) == sorted(m for m in CHOSEN if m != "glance-p65")
     for row in rows:
-        assert row["run"] == out.name and row["kind"] in ("glance", "ablation", "peer")
+        assert row["run"] == out.name and row["kind"] in ("glance", "ablation", "extension", "peer")
         assert row["category"] == "widget" and row["profile"] == "ci" and row["seed"] == 0
         assert 0.0 <= row["pixel_auroc"] <= 1.0 and row["train_s"] >= 0.0
         assert row["commit"] and row["command"].startswith("python -m glancing compare")
