@@ -214,10 +214,14 @@ def _has_widgets(entry: str) -> bool:
     notebook = ROOT / f"{entry}.ipynb"
     if not notebook.is_file():
         return False
-    state = json.loads(notebook.read_text()).get("metadata", {}).get("widgets", {})
-    return bool(state.get("application/vnd.jupyter.widget-state+json", {}).get("state"))
+    # a widget shown in an output (saved state alone can be left over from another run)
+    cells = json.loads(notebook.read_text())["cells"]
+    return any("application/vnd.jupyter.widget-view+json" in output.get("data", {})
+               for cell in cells for output in cell.get("outputs", []))
 
 
+SLIDER = ".widget-slider .noUi-handle"
+TOGGLE = ".widget-toggle-buttons button"
 SHOWN = """() => {
     const visible = e => e.offsetParent !== null;
     const images = Array.from(document.querySelectorAll('.widget-image, .anim-state img, '
@@ -253,16 +257,23 @@ def test_every_page_renders_offline_without_errors(site, entry):
         .map(i => [i.src, i.complete && i.naturalWidth > 0])""")
     assert all(ok for _, ok in images), f"{entry}: images that did not load: {images}"
     if _has_widgets(entry):
-        tab.wait_for_selector(".widget-slider .noUi-handle", timeout=30_000)
+        # the page's first control: a slider (moved two steps) or toggle buttons (another one
+        # pressed); either must change what is shown, with no kernel
+        tab.wait_for_selector(f"{SLIDER}, {TOGGLE}", timeout=30_000)
         tab.wait_for_timeout(300)
         before = tab.evaluate(SHOWN)
-        handle = tab.locator(".widget-slider .noUi-handle").first
-        handle.scroll_into_view_if_needed()
-        handle.focus()
-        for _ in range(2):
-            tab.keyboard.press("ArrowRight")
+        if tab.locator(SLIDER).count():
+            handle = tab.locator(SLIDER).first
+            handle.scroll_into_view_if_needed()
+            handle.focus()
+            for _ in range(2):
+                tab.keyboard.press("ArrowRight")
+        else:
+            button = tab.locator(f"{TOGGLE}:not(.mod-active)").first
+            button.scroll_into_view_if_needed()
+            button.click()
         tab.wait_for_timeout(300)
-        assert tab.evaluate(SHOWN) != before, f"{entry}: its first slider changes nothing"
+        assert tab.evaluate(SHOWN) != before, f"{entry}: its first control changes nothing"
     tab.screenshot(path=str(screenshots / f"page_{Path(entry).name}.png"))
     errors = [text for kind, text in log["console"] if kind == "error"]
     assert not log["external"], f"{entry} requested remote resources: {log['external']}"
