@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from glancing.config import get_profile
 from glancing.errors import GlancingError
 
 HEADS = ("iad", "dad", "combined")
@@ -41,7 +42,8 @@ def metrics_rows(results: str | Path) -> list[dict]:
     """One row per (run file, category, head) with the metrics and the run's provenance.
 
     Row keys: ``run`` (the folder under ``results``), ``file`` (relative path), ``category``,
-    ``data`` (``embedded``, ``magnetic_tile``, ``mvtec_ad`` ...), ``patch_size``, ``profile``,
+    ``data`` (``embedded``, ``magnetic_tile``, ``mvtec_ad`` ...), ``patch_size``, ``lambda_s``,
+    ``profile``,
     ``head``, the three :data:`METRICS`, ``minutes`` (the category's stage times, without the
     shared distillation), ``seed``, ``device``, ``commit``, ``command``.
     """
@@ -57,6 +59,7 @@ def metrics_rows(results: str | Path) -> list[dict]:
                     "category": category,
                     "data": run["data"]["spec"],
                     "patch_size": run["profile"]["patch_size"],
+                    "lambda_s": run["profile"]["lambda_s"],
                     "profile": run["profile"]["name"],
                     "head": head,
                     **{name: entry["metrics"][head][name] for name in METRICS},
@@ -139,6 +142,64 @@ def compare_progress(results: str | Path) -> dict:
             progress[run, category] = {"finished": finished, "skipped": skipped,
                                        "missing": missing}
     return progress
+
+
+# The GLANCE rows of a comparison that vary one setting of the base model and nothing else.
+SWEEP_METHODS = {"patch_size": ("glance", "glance-p17", "glance-p33", "glance-p65"),
+                 "lambda_s": ("glance-iad", "glance", "glance-ls0.5", "glance-ls0.2", "glance-dad")}
+
+
+def sweep_rows(results: str | Path, setting: str, comparisons: tuple[str, ...],
+               runs: tuple[str, ...] = ()) -> list[dict]:
+    """GLANCE's metrics as one setting varies: one row per (category, value), sorted.
+
+    The one reader of the patch-size and lambda_s sweeps, so that every chapter that plots them
+    shows the same numbers. ``setting`` is ``"patch_size"`` or ``"lambda_s"``. Rows come from
+    the comparison folders ``comparisons`` (the methods of :data:`SWEEP_METHODS`, the value
+    read from each result's settings, metrics averaged over seeds). Where a (category, value) has
+    no comparison result yet, the run folders ``runs`` (folders under ``results``, at any depth)
+    fill it: a run's combined score at its
+    patch size and lambda_s, and, for lambda_s, its IAD head alone (1.0) and DAD head alone
+    (0.0). Only runs of the comparisons' profile are read, with the other setting at that
+    profile's value. Row keys: ``category``, ``data``,
+    ``value``, the three :data:`METRICS`, ``seeds``, ``source`` (the folder it came from).
+    """
+    if setting not in SWEEP_METHODS:
+        raise GlancingError(f"no sweep of {setting!r}: choose from {', '.join(SWEEP_METHODS)}")
+    found = [r for r in compare_rows(results)
+             if r["run"] in comparisons and r["method"] in SWEEP_METHODS[setting]]
+    grouped: dict[tuple, list[dict]] = {}
+    for r in found:
+        grouped.setdefault((r["category"], r["settings"][setting]), []).append(r)
+    rows = {key: {"category": key[0], "data": group[0]["data"], "value": key[1],
+                  **{m: sum(r[m] for r in group) / len(group) for m in METRICS},
+                  "seeds": len(group), "source": group[0]["run"]}
+            for key, group in grouped.items()}
+    profiles = {r["profile"] for r in found} or None
+    head_value = {"combined": None, "iad": 1.0, "dad": 0.0}
+    filled: dict[tuple, dict] = {}
+    for r in metrics_rows(results) if runs else []:
+        if not any(r["file"].startswith(folder + "/") for folder in runs):
+            continue
+        if (profiles and r["profile"] not in profiles) or (
+                setting == "patch_size" and r["head"] != "combined"):
+            continue
+        other = "lambda_s" if setting == "patch_size" else "patch_size"
+        if r[other] != getattr(get_profile(r["profile"]), other):
+            continue  # the other setting is held at the profile's value
+        value = r[setting] if head_value[r["head"]] is None else head_value[r["head"]]
+        key = (r["category"], value)
+        if key in filled and filled[key]["file"] != r["file"]:
+            raise GlancingError(
+                f"two run files give {r['category']} at {setting} = {value}: "
+                f"{filled[key]['file']} and {r['file']}; name one folder of each in runs=")
+        filled[key] = {"category": r["category"], "data": r["data"], "value": value,
+                       **{m: r[m] for m in METRICS}, "seeds": 1,
+                       "source": str(Path(r["file"]).parent), "file": r["file"]}
+    for key, row in filled.items():
+        row.pop("file")
+        rows.setdefault(key, row)
+    return [rows[key] for key in sorted(rows)]
 
 
 def compare_maps(results: str | Path, row: dict) -> dict:
