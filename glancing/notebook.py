@@ -27,8 +27,8 @@ RESULTS_ENV = "GLANCING_RESULTS"
 # The trained model the chapters load (quick profile, embedded brick, p = 17; see its README).
 BOOK_MODEL = "2026-12-03-quick-cpu-brick-model/brick/model.pt"
 # The book's comparison folders (python -m glancing compare, quick profile), one per dataset.
-BOOK_COMPARISONS = ("2026-12-03-compare-quick-embedded", "2026-12-03-compare-quick-magnetic-tile",
-                    "2026-12-03-compare-quick-transistor")
+BOOK_COMPARISONS = ("2026-12-03-compare-quick-embedded", "2026-12-04-compare-quick-magnetic-tile",
+                    "2026-12-04-compare-quick-transistor")
 # Complete quick runs that fill the patch-size and lambda_s sweeps where a comparison has not
 # reached a value yet (glancing.results.sweep_rows); the two-thread repeat of Magnetic Tile is
 # left out (one run per category and value).
