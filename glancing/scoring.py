@@ -23,6 +23,9 @@ from torch import nn
 HEADS = ("iad", "dad")
 
 
+SPREAD_FLOOR = 1e-6  # relative; float32 resolves 1.2e-7, so q99 - q50 stays above 0
+
+
 class ScoreNormalizer(nn.Module):
     """Per-head validation quantiles, and the combination of the two heads."""
 
@@ -39,8 +42,12 @@ class ScoreNormalizer(nn.Module):
         for head, values in zip(HEADS, (iad_val, dad_val), strict=True):
             values = values.flatten().double()
             q50, q99 = torch.quantile(values, torch.tensor([0.5, 0.99], dtype=values.dtype))
+            # a head that is constant on the validation windows (a saturated DAD comparator,
+            # say) has no spread to divide by: give it one the float32 buffers can hold, so that
+            # it normalises to 0 where it is constant instead of to NaN
+            spread = max(float(q99 - q50), SPREAD_FLOOR * max(abs(float(q50)), 1.0))
             getattr(self, f"{head}_q50").fill_(float(q50))
-            getattr(self, f"{head}_q99").fill_(float(max(q99 - q50, 1e-12) + q50))
+            getattr(self, f"{head}_q99").fill_(float(q50) + spread)
         return self
 
     def normalize(self, head: str, scores: torch.Tensor) -> torch.Tensor:

@@ -55,3 +55,13 @@ def test_normalizer_puts_validation_quantiles_at_0_and_1_and_survives_state_dict
     loaded.load_state_dict(norm.state_dict())
     s = loaded.combine(torch.tensor([99.0]), torch.tensor([0.005]), lambda_s=0.5)
     assert torch.allclose(s, torch.tensor([0.5]), atol=1e-4)
+
+
+def test_a_head_constant_on_validation_normalises_to_zero_not_nan():
+    # a saturated DAD comparator (every window 1.0) once gave 0 / 0 in the float32 buffers
+    val_iad, val_dad = torch.linspace(0, 100, 1001), torch.ones(1001)
+    norm = ScoreNormalizer(lambda_s=0.8).fit(val_iad, val_dad)
+    dad = norm.normalize("dad", torch.ones(5))
+    assert torch.isfinite(dad).all() and (dad == 0).all()
+    combined = norm.combine(torch.tensor([99.0]), torch.tensor([1.0]))
+    assert torch.allclose(combined, torch.tensor([0.8]), atol=1e-4)
