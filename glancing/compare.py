@@ -11,8 +11,9 @@ Methods (:data:`METHODS`):
 - ``glance`` and the lambda_s ablation ``glance-iad`` (lambda_s = 1), ``glance-ls0.5``,
   ``glance-ls0.2``, ``glance-dad`` (lambda_s = 0): one trained model, rescored from its saved
   window scores (the profile's lambda_s is ``glance``);
-- ``glance-p17`` / ``-p33`` / ``-p65``: patch size (the profile's own p is ``glance``, and a p
-  larger than the image is skipped);
+- ``glance-p17`` / ``-p33`` / ``-p65``: patch size (the profile's own p is ``glance``; a p that
+  does not fit the shortest side of some letterboxed image of the category is skipped, with the
+  reason recorded, as Magnetic Tile's narrow strips are at p = 65 and 128 px);
 - ``glance-no-finetune`` (reuses the distillation), ``glance-no-compactness`` (lambda_c = 0),
   ``glance-random-teacher`` (EfficientNet-Lite0 randomly initialised), ``glance-selfsup``
   (no teacher: SimSiam on the category's patches, :mod:`glancing.selfsup`, with the iterations
@@ -231,6 +232,23 @@ class _Runner:
                     seed=self.prof.seed))
                 for split in ("train", "val", "test")}
         return self._splits[category]
+
+    def shortest_side(self, category: str) -> tuple[int, str]:
+        """The shortest side, in pixels at the profile's input size, of the letterboxed images
+        of ``category`` (train and test), and the file it belongs to: a larger patch fits
+        nowhere in that image."""
+        from glancing.data import MVTecDataset
+        from glancing.data.letterbox import letterbox_box
+
+        size = self.prof.image_size
+        sides = []
+        for split in ("train", "test"):
+            records = MVTecDataset(self.root, category, split, image_size=size,
+                                   val_fraction=0.0, seed=self.prof.seed).records
+            for r in records:
+                box = letterbox_box(r.height, r.width, size)
+                sides.append((min(box.height, box.width), r.path.name))
+        return min(sides)
 
     def variant_profile(self, method: Method, seed: int) -> Profile:
         changes = dict(method.overrides)
@@ -453,6 +471,10 @@ class _Runner:
         p = method.patch_size or self.prof.patch_size
         if method.variant is not None and p > self.prof.image_size:
             record = {"skipped": f"patch size {p} exceeds the image size {self.prof.image_size}"}
+        elif method.variant is not None and p > self.prof.patch_size and \
+                p > (shortest := self.shortest_side(category))[0]:
+            record = {"skipped": f"patch size {p} exceeds the shortest image side at "
+                                 f"{self.prof.image_size} px ({shortest[0]} px, {shortest[1]})"}
         elif method.name == f"glance-p{self.prof.patch_size}":
             record = {"skipped": "the profile's own patch size: see 'glance'"}
         else:

@@ -164,3 +164,19 @@ def test_book_compare_merges_folders_and_keeps_a_small_gallery(compared, tmp_pat
     small = tool.small_gallery(saved)
     assert small["maps"].shape == (3, 64, 64) and small["maps"].dtype == torch.float16
     assert small["defects"] == ["good", "hole", "stain"] and small["index"].tolist() == [0, 2, 3]
+
+
+def test_a_patch_larger_than_the_narrowest_image_is_skipped_with_its_reason(tmp_path, capsys):
+    # 24 x 64 strips stay 24 x 64 at the ci profile's 64 px: p = 33 fits the image size but not
+    # the strips' short side (as Magnetic Tile's narrow tiles at p = 65 and 128 px)
+    data = write_mvtec_tree(tmp_path / "data", size=(24, 64), n_train=4, n_good=1, n_defect=1)
+    out = tmp_path / "compare"
+    args = ["compare", "--data", str(data), "--profile", "ci", "--out", str(out), "--quiet",
+            "--methods", "glance-p33"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLANCING_CACHE", str(tmp_path / "cache"))
+        assert main(args) == 0
+    record = json.loads((out / "results" / "widget" / "glance-p33" / "seed0.json").read_text())
+    assert record["skipped"] == ("patch size 33 exceeds the shortest image side at 64 px "
+                                 "(24 px, 000.png)")
+    assert "| glance-p33 | skipped: patch size 33 exceeds" in (out / "compare.md").read_text()
