@@ -469,9 +469,8 @@ class _Runner:
         if path.exists():
             return
         p = method.patch_size or self.prof.patch_size
-        if method.variant is not None and p > self.prof.image_size:
-            record = {"skipped": f"patch size {p} exceeds the image size {self.prof.image_size}"}
-        elif method.variant is not None and p > self.prof.patch_size and \
+        # the profile's own p fitted every image when the split was loaded; a larger one may not
+        if method.variant is not None and p > self.prof.patch_size and \
                 p > (shortest := self.shortest_side(category))[0]:
             record = {"skipped": f"patch size {p} exceeds the shortest image side at "
                                  f"{self.prof.image_size} px ({shortest[0]} px, {shortest[1]})"}

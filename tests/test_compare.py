@@ -166,7 +166,7 @@ def test_book_compare_merges_folders_and_keeps_a_small_gallery(compared, tmp_pat
     assert small["defects"] == ["good", "hole", "stain"] and small["index"].tolist() == [0, 2, 3]
 
 
-def test_a_patch_larger_than_the_narrowest_image_is_skipped_with_its_reason(tmp_path, capsys):
+def test_a_patch_larger_than_the_narrowest_image_is_skipped_with_its_reason(tmp_path):
     # 24 x 64 strips stay 24 x 64 at the ci profile's 64 px: p = 33 fits the image size but not
     # the strips' short side (as Magnetic Tile's narrow tiles at p = 65 and 128 px)
     data = write_mvtec_tree(tmp_path / "data", size=(24, 64), n_train=4, n_good=1, n_defect=1)
